@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
+import flows.commands
 from flows.commands.common import UsageError, fail
 
-# Sub-command modules, in the order `vjepa --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "flows.commands.sample_videos",
-    "flows.commands.curate",
-    "flows.commands.demo",
-)
+
+def command_modules() -> list[ModuleType]:
+    """Every module of `flows.commands` that defines `add_parser`, ordered by `ORDER` then name."""
+    modules = []
+    for info in pkgutil.iter_modules(flows.commands.__path__):
+        module = importlib.import_module(f"flows.commands.{info.name}")
+        if hasattr(module, "add_parser"):
+            modules.append(module)
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="V-JEPA 2 platform: curate video, train, probe, post-train and serve world models.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).add_parser(subparsers)
+    for module in command_modules():
+        module.add_parser(subparsers)
     return parser
 
 
