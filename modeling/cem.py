@@ -1,0 +1,187 @@
+"""Cross-entropy-method planner over action sequences, batched over robots x samples.
+
+Each iteration draws `S` candidate sequences `(H, A)` per robot from a diagonal Gaussian, clips
+them to the action bounds, scores all `R*S` of them in ONE call of the energy function, keeps the
+`k` lowest-energy sequences (elites) per robot and moves the Gaussian towards them with momentum
+(`new = (1 - m) * elites + m * old`, as in the official V-JEPA 2-AC planner). The current mean is
+always one of the candidates, so the best sequence seen is returned with its exact energy and
+never gets worse from one iteration to the next.
+
+`latent_goal_energy` builds the V-JEPA energy: L1 between the AC predictor's final predicted
+frame and the goal image's features. Everything is deterministic given a `torch.Generator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from modeling.jepa import layer_norm_features
+
+EnergyFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CEMConfig:
+    """CEM settings; std values are fractions of the half-width of the action bounds.
+
+    Defaults follow the official V-JEPA 2-AC planner (`notebooks/utils/mpc_utils.py`).
+    """
+
+    num_samples: int = 400
+    num_elites: int = 10
+    num_iterations: int = 10
+    horizon: int = 2
+    momentum_mean: float = 0.15
+    momentum_std: float = 0.15
+    init_std: float = 1.0
+    warm_start_std: float = 0.5
+    min_std: float = 0.01
+    max_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.num_samples, self.num_elites, self.num_iterations, self.horizon) < 1:
+            raise ValueError("num_samples, num_elites, num_iterations and horizon must be >= 1")
+        if self.num_elites > self.num_samples:
+            raise ValueError(f"num_elites {self.num_elites} > num_samples {self.num_samples}")
+        if not (0 <= self.momentum_mean <= 1 and 0 <= self.momentum_std <= 1):
+            raise ValueError("momenta must be in [0, 1]")
+        if not 0 < self.min_std <= self.max_std:
+            raise ValueError("std bounds must satisfy 0 < min_std <= max_std")
+
+
+@dataclass(frozen=True)
+class CEMResult:
+    """Best plan per robot, its energy, and the best energy after each iteration."""
+
+    plan: torch.Tensor  # (R, H, A)
+    energy: torch.Tensor  # (R,)
+    history: torch.Tensor  # (num_iterations, R)
+
+
+def shift_plan(plan: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Receding-horizon warm start: drop the executed first action, repeat the last (or `fill`)."""
+    if plan.dim() != 3:
+        raise ValueError(f"plan must be (R, H, A), got {tuple(plan.shape)}")
+    tail = plan[:, -1:] if fill is None else fill.expand_as(plan[:, -1:])  # (R, 1, A)
+    return torch.cat([plan[:, 1:], tail], dim=1)  # (R, H, A)
+
+
+def _bounds(
+    low: torch.Tensor | float, high: torch.Tensor | float, action_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    low_t = torch.as_tensor(low, dtype=torch.float32).expand(action_dim).clone()  # (A,)
+    high_t = torch.as_tensor(high, dtype=torch.float32).expand(action_dim).clone()  # (A,)
+    if bool((high_t <= low_t).any()):
+        raise ValueError(f"action bounds need low < high, got low={low_t}, high={high_t}")
+    return low_t, high_t
+
+
+def _initial_mean(
+    warm_start: torch.Tensor | None, shape: tuple[int, int, int], center: torch.Tensor
+) -> torch.Tensor:
+    if warm_start is None:
+        return center.expand(shape).clone()  # (R, H, A)
+    if tuple(warm_start.shape) != shape:
+        raise ValueError(f"warm_start must be {shape}, got {tuple(warm_start.shape)}")
+    return warm_start.to(center.dtype).clone()
+
+
+def _score(energy_fn: EnergyFn, candidates: torch.Tensor) -> torch.Tensor:
+    robots, samples = candidates.shape[:2]
+    energies = energy_fn(candidates.flatten(0, 1))  # (R*S,)
+    if energies.shape != (robots * samples,):
+        raise ValueError(
+            f"energy_fn must return ({robots * samples},), got {tuple(energies.shape)}"
+        )
+    return energies.view(robots, samples).float()  # (R, S)
+
+
+def cem_plan(
+    energy_fn: EnergyFn,
+    num_robots: int,
+    action_dim: int,
+    low: torch.Tensor | float,
+    high: torch.Tensor | float,
+    config: CEMConfig | None = None,
+    warm_start: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> CEMResult:
+    """Minimise `energy_fn` over `(R, H, A)` action plans within `[low, high]` per dimension.
+
+    `energy_fn` gets `(R*S, H, A)` candidates (robot-major) and returns `(R*S,)` energies.
+    `warm_start (R, H, A)` (e.g. `shift_plan(previous)`) replaces the centre of the bounds as the
+    first mean and uses the narrower `warm_start_std`.
+    """
+    config = config or CEMConfig()
+    low_t, high_t = _bounds(low, high, action_dim)
+    half_width = (high_t - low_t) / 2  # (A,)
+    shape = (num_robots, config.horizon, action_dim)
+    mean = _initial_mean(warm_start, shape, (low_t + high_t) / 2)  # (R, H, A)
+    std_fraction = config.init_std if warm_start is None else config.warm_start_std
+    std = (half_width * std_fraction).expand(shape).clone()  # (R, H, A)
+    best_plan = mean.clamp(low_t, high_t)
+    best_energy = torch.full((num_robots,), float("inf"))
+    history = []
+    for _ in range(config.num_iterations):
+        noise = torch.randn((num_robots, config.num_samples, *shape[1:]), generator=generator)
+        candidates = mean[:, None] + std[:, None] * noise  # (R, S, H, A)
+        candidates[:, 0] = mean  # the current mean is always scored
+        candidates = torch.clamp(candidates, low_t, high_t)
+        energies = _score(energy_fn, candidates)  # (R, S)
+        elite_energy, elite_index = energies.topk(config.num_elites, dim=1, largest=False)
+        elites = candidates[torch.arange(num_robots)[:, None], elite_index]  # (R, k, H, A)
+        improved = elite_energy[:, 0] < best_energy  # (R,)
+        best_plan[improved] = elites[improved, 0]
+        best_energy = torch.where(improved, elite_energy[:, 0], best_energy)
+        history.append(best_energy.clone())
+        mean = (1 - config.momentum_mean) * elites.mean(dim=1) + config.momentum_mean * mean
+        elite_std = elites.std(dim=1, unbiased=config.num_elites > 1)  # (R, H, A)
+        std = (1 - config.momentum_std) * elite_std + config.momentum_std * std
+        std = torch.minimum(
+            torch.maximum(std, half_width * config.min_std), half_width * config.max_std
+        )
+    return CEMResult(plan=best_plan, energy=best_energy, history=torch.stack(history))
+
+
+class RolloutModel(Protocol):
+    """What the V-JEPA energy needs from the AC predictor."""
+
+    def rollout(
+        self, context_features: torch.Tensor, states: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
+def latent_goal_energy(
+    model: RolloutModel,
+    context_features: torch.Tensor,
+    states: torch.Tensor,
+    goal_features: torch.Tensor,
+) -> EnergyFn:
+    """Energy for CEM: L1 between the predicted final frame and the goal frame's features.
+
+    `context_features (R, T0*N, D)`, `states (R, T0, S)` and `goal_features (R, N, D)` are per
+    robot; the returned function takes `(R*S, H, A)` robot-major candidates and returns `(R*S,)`.
+    Goal features are layer-normed like the predictions.
+    """
+    robots = context_features.shape[0]
+    if states.shape[0] != robots or goal_features.shape[0] != robots:
+        raise ValueError("context_features, states and goal_features need the same robot count")
+    goal = layer_norm_features(goal_features)  # (R, N, D)
+
+    def energy(actions: torch.Tensor) -> torch.Tensor:
+        samples = actions.shape[0] // robots
+        if samples * robots != actions.shape[0]:
+            raise ValueError(f"{actions.shape[0]} candidates do not split over {robots} robots")
+        context = context_features.repeat_interleave(samples, dim=0)  # (R*S, T0*N, D)
+        start_states = states.repeat_interleave(samples, dim=0)  # (R*S, T0, S)
+        with torch.no_grad():
+            predicted = model.rollout(context, start_states, actions)  # (R*S, H, N, D)
+        final = predicted[:, -1]  # (R*S, N, D)
+        target = goal.repeat_interleave(samples, dim=0)  # (R*S, N, D)
+        return (final - target).abs().mean(dim=(1, 2))  # (R*S,)
+
+    return energy
