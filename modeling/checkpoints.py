@@ -1,0 +1,194 @@
+"""Checkpoint import and export: official V-JEPA 2 `.pt`, Hugging Face `vjepa2`, our own format.
+
+Generic helpers (reused by the AC predictor's loader):
+
+* `read_torch_file(path)`: `torch.load(weights_only=True)`, never arbitrary unpickling;
+* `strip_prefixes(state, prefixes)`: drop DDP/wrapper prefixes (`module.`, `backbone.`);
+* `rename_keys(state, rules)`: apply an ordered table of regex renames;
+* `fuse_qkv(state, rules)`: concatenate separate q/k/v tensors into one fused tensor;
+* `load_strict(module, state, what)`: load or raise `CheckpointError` naming every
+  missing, unexpected or mis-shaped key;
+* `save_state(path, kind, config, state)` / `read_state(path)`: the project's own
+  format (see below).
+
+The project's own format is one safetensors file (no pickle) whose metadata holds
+`format = "vjepa-platform"`, `format_version`, `kind` (`encoder`, `predictor`,
+`probe`, ...) and `config` (the model's config dataclass as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+FORMAT_NAME = "vjepa-platform"
+FORMAT_VERSION = 1
+WRAPPER_PREFIXES = ("module.", "backbone.")
+
+StateDict = dict[str, Tensor]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not match the model it is loaded into."""
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """Load a `.pt`/`.pth` file with `weights_only=True` (tensors, dicts, lists, numbers only)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError ...
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint with weights_only=True ({error})"
+        ) from error
+
+
+def strip_prefixes(
+    state: Mapping[str, Tensor], prefixes: Sequence[str] = WRAPPER_PREFIXES
+) -> StateDict:
+    """Remove any run of `prefixes` from the start of every key (`module.backbone.x` -> `x`)."""
+    out: StateDict = {}
+    for key, value in state.items():
+        stripped = key
+        changed = True
+        while changed:
+            changed = False
+            for prefix in prefixes:
+                if stripped.startswith(prefix):
+                    stripped = stripped[len(prefix) :]
+                    changed = True
+        if stripped in out:
+            raise CheckpointError(f"two keys become {stripped!r} after stripping {list(prefixes)}")
+        out[stripped] = value
+    return out
+
+
+def rename_keys(state: Mapping[str, Tensor], rules: Sequence[tuple[str, str]]) -> StateDict:
+    """Apply `(pattern, replacement)` regex rules, in order, to every key (`re.sub` semantics)."""
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in rules]
+    out: StateDict = {}
+    for key, value in state.items():
+        new_key = key
+        for pattern, replacement in compiled:
+            new_key = pattern.sub(replacement, new_key)
+        if new_key in out:
+            raise CheckpointError(f"two keys are renamed to {new_key!r}")
+        out[new_key] = value
+    return out
+
+
+def fuse_qkv(state: Mapping[str, Tensor], parts: Sequence[str], fused: str) -> StateDict:
+    """Concatenate `<prefix><part><suffix>` tensors (e.g. `query.`, `key.`, `value.`) along
+    dim 0 into `<prefix><fused><suffix>`, for every prefix/suffix where all parts exist."""
+    out: StateDict = dict(state)
+    first = parts[0]
+    for key in list(state):
+        if first not in key:
+            continue
+        prefix, _, suffix = key.rpartition(first)
+        names = [f"{prefix}{part}{suffix}" for part in parts]
+        if not all(name in state for name in names):
+            continue
+        out[f"{prefix}{fused}{suffix}"] = torch.cat([state[name] for name in names], dim=0)
+        for name in names:
+            del out[name]
+    return out
+
+
+def select_prefix(state: Mapping[str, Tensor], prefix: str) -> StateDict:
+    """Keys that start with `prefix`, with the prefix removed."""
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def _describe(keys: Iterable[str], limit: int = 20) -> str:
+    names = sorted(keys)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_strict(module: nn.Module, state: Mapping[str, Tensor], what: str = "model") -> None:
+    """Copy `state` into `module`; every key must exist on both sides with the same shape.
+
+    Raises `CheckpointError` naming the missing, unexpected and mis-shaped keys.
+    """
+    expected = module.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    mismatched = [
+        f"{key} (checkpoint {tuple(state[key].shape)}, model {tuple(expected[key].shape)})"
+        for key in sorted(set(expected) & set(state))
+        if tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_describe(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_describe(mismatched)}")
+    if problems:
+        raise CheckpointError(f"cannot load {what}: " + "; ".join(problems))
+    module.load_state_dict(dict(state), strict=True)
+
+
+def save_state(
+    path: str | Path, kind: str, config: Mapping[str, Any], state: Mapping[str, Tensor]
+) -> Path:
+    """Write the project's own format: one safetensors file with kind and config in its metadata."""
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "kind": kind,
+        "config": json.dumps(dict(config), sort_keys=True),
+    }
+    save_file(tensors, str(target), metadata=metadata)
+    return target
+
+
+def is_own_format(path: str | Path) -> bool:
+    """True when `path` is a safetensors file written by `save_state`."""
+    candidate = Path(path)
+    if not candidate.is_file() or candidate.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(candidate), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception:
+        return False
+    return metadata.get("format") == FORMAT_NAME
+
+
+def read_state(path: str | Path) -> tuple[str, dict[str, Any], StateDict]:
+    """Read a file written by `save_state`: `(kind, config, state_dict)`."""
+    from safetensors import safe_open
+
+    tensors: StateDict = {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                tensors[key] = handle.get_tensor(key)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
+    if metadata.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: safetensors file without '{FORMAT_NAME}' metadata")
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than {FORMAT_VERSION}")
+    return metadata["kind"], json.loads(metadata["config"]), tensors
