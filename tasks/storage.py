@@ -51,3 +51,20 @@ def unstrip(fs: fsspec.AbstractFileSystem, path: str) -> str:
     if protocol in ("file", "local"):
         return path
     return f"{protocol}://{path}"
+
+
+def pyarrow_filesystem(uri: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for `uri` (Ray Train's `storage_filesystem`)."""
+    import pyarrow.fs as pafs
+
+    if uri.startswith(S3_SCHEMES):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        options: dict[str, Any] = {}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            options = {"endpoint_override": host, "scheme": scheme}
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        if region:
+            options["region"] = region
+        return pafs.S3FileSystem(**options), uri.split("://", 1)[1]
+    return pafs.LocalFileSystem(), os.path.abspath(uri)

@@ -1,0 +1,71 @@
+"""Wire a `train_loop_per_worker` into a Ray Train `TorchTrainer` and run it.
+
+Our checkpoints live under the job's output URI (`tasks.training.checkpoints`);
+Ray Train's own run state goes to `OUTPUT/ray`. `FailureConfig` restarts the
+worker group when a worker dies, and the loop resumes from our latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from tasks import storage
+from tasks.training.checkpoints import CheckpointStore
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+
+
+class ExistingRunError(Exception):
+    """The output already holds checkpoints and `--resume` was not given."""
+
+
+def check_output(output_uri: str, resume: bool) -> int | None:
+    """The step a run would resume from; refuses to mix runs without `resume`."""
+    latest = CheckpointStore(output_uri).latest_step()
+    if latest is not None and not resume:
+        raise ExistingRunError(
+            f"{output_uri} already holds a run (latest checkpoint at step {latest}); "
+            "pass --resume to continue it or choose another --output"
+        )
+    return latest
+
+
+def fit(
+    train_loop: Callable[[dict[str, Any]], None],
+    loop_config: dict[str, Any],
+    *,
+    output_uri: str,
+    name: str,
+    scale: ScaleConfig,
+    datasets: dict[str, Any] | None = None,
+) -> None:
+    """Run `train_loop` on `scale.num_workers` Ray Train workers; raises if training fails."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    filesystem, path = storage.pyarrow_filesystem(storage.join(output_uri, "ray"))
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=scale.num_workers,
+            use_gpu=scale.use_gpu,
+            resources_per_worker={"CPU": scale.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=path,
+            storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=scale.max_failures),
+        ),
+        datasets=datasets,
+    )
+    trainer.fit()
