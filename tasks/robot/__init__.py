@@ -1,0 +1,21 @@
+"""Robot data: the built-in PointReach env, trajectory collection, the LeRobot v3 layout, windows.
+
+Importing this package registers `vjepa/PointReach-v0` with Gymnasium, so
+`gymnasium.make("vjepa/PointReach-v0", render_mode="rgb_array")` works after
+`import tasks.robot`.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+POINT_REACH_ID = "vjepa/PointReach-v0"
+
+if POINT_REACH_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=POINT_REACH_ID,
+        entry_point="tasks.robot.env:PointReachEnv",
+        max_episode_steps=200,
+    )
+
+__all__ = ["POINT_REACH_ID"]
