@@ -1,0 +1,147 @@
+"""A world model for planning: frozen encoder + V-JEPA 2-AC predictor + what the robot needs.
+
+The bundle is a folder with `encoder.safetensors`, `ac_predictor.safetensors`
+(the project's own format) and `world_model.json` (`WorldModelSpec`: image
+size, action and state sizes, action bounds, control rate, CEM defaults). It is
+what post-training writes and what closed-loop evaluation and the planner
+deployment load.
+
+Frames are encoded one at a time (each image repeated to fill one tubelet, as
+V-JEPA 2-AC does) and their features layer-normed, the space the predictor was
+trained in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modeling.ac_predictor import ACPredictor
+from modeling.cem import CEMConfig, CEMResult, cem_plan, latent_goal_energy
+from modeling.checkpoints import save_state
+from modeling.encoder import VisionEncoder
+from modeling.jepa import layer_norm_features
+from modeling.preprocess import frames_to_video
+
+SPEC_FILE = "world_model.json"
+ENCODER_FILE = "encoder.safetensors"
+PREDICTOR_FILE = "ac_predictor.safetensors"
+
+
+@dataclass(frozen=True)
+class WorldModelSpec:
+    """How a robot talks to the model: image size, state/action sizes, bounds, CEM defaults."""
+
+    image_size: int
+    action_dim: int
+    state_dim: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    control_fps: float = 10.0
+    name: str = "world-model"
+    cem: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image_size % 16:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of 16")
+        if not len(self.action_low) == len(self.action_high) == self.action_dim:
+            raise ValueError("action_low and action_high need action_dim entries")
+
+    def cem_config(self, **overrides: Any) -> CEMConfig:
+        return CEMConfig(**{**self.cem, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> WorldModelSpec:
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown world model spec keys: {sorted(unknown)}")
+        values = {**values}
+        for key in ("action_low", "action_high"):
+            values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)
+
+
+class WorldModel(nn.Module):
+    """Encoder + AC predictor with the encode/plan operations a planner needs."""
+
+    def __init__(
+        self, encoder: VisionEncoder, predictor: ACPredictor, spec: WorldModelSpec
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+        self.spec = spec
+
+    @torch.no_grad()
+    def encode_frames(self, frames: Tensor) -> Tensor:
+        """uint8 frames `(B, T, H, W, 3)` -> layer-normed features `(B, T*N, D)`, frame by frame."""
+        batch = frames.shape[0]
+        video = frames_to_video(frames.flatten(0, 1).unsqueeze(1))  # (B*T, 3, 1, H, W)
+        features = self.encoder(video)  # (B*T, N, D)
+        return layer_norm_features(features).reshape(batch, -1, features.shape[-1])  # (B, T*N, D)
+
+    @torch.no_grad()
+    def plan(
+        self,
+        frames: Tensor,
+        states: Tensor,
+        goals: Tensor,
+        config: CEMConfig | None = None,
+        warm_start: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> CEMResult:
+        """CEM plans for R robots at once.
+
+        `frames (R, 1, H, W, 3)` uint8 current images, `states (R, 1, S)`, `goals (R, H, W, 3)`
+        uint8 goal images; returns plans `(R, H_plan, A)` within the spec's action bounds.
+        """
+        context = self.encode_frames(frames)  # (R, N, D)
+        goal_features = self.encode_frames(goals.unsqueeze(1))  # (R, N, D)
+        energy = latent_goal_energy(self.predictor, context, states.float(), goal_features)
+        return cem_plan(
+            energy,
+            num_robots=frames.shape[0],
+            action_dim=self.spec.action_dim,
+            low=torch.tensor(self.spec.action_low),
+            high=torch.tensor(self.spec.action_high),
+            config=config or self.spec.cem_config(),
+            warm_start=warm_start,
+            generator=generator,
+        )
+
+
+def save_world_model(folder: str | Path, model: WorldModel) -> Path:
+    """Write the bundle (two safetensors files and the spec) into `folder`."""
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    save_state(
+        target / ENCODER_FILE, "encoder", model.encoder.config.to_dict(), model.encoder.state_dict()
+    )
+    save_state(
+        target / PREDICTOR_FILE,
+        "ac_predictor",
+        model.predictor.config.to_dict(),
+        model.predictor.state_dict(),
+    )
+    (target / SPEC_FILE).write_text(json.dumps(asdict(model.spec), indent=2, sort_keys=True))
+    return target
+
+
+def load_world_model(folder: str | Path) -> WorldModel:
+    """Load a bundle written by `save_world_model`; errors name the missing file."""
+    from modeling.ac_predictor import load_ac_predictor
+    from modeling.checkpoints import load_encoder
+
+    source = Path(folder)
+    for name in (SPEC_FILE, ENCODER_FILE, PREDICTOR_FILE):
+        if not (source / name).is_file():
+            raise FileNotFoundError(f"{source} is not a world model bundle: {name} is missing")
+    spec = WorldModelSpec.from_dict(json.loads((source / SPEC_FILE).read_text()))
+    encoder = load_encoder(source / ENCODER_FILE)
+    predictor = load_ac_predictor(source / PREDICTOR_FILE)
+    return WorldModel(encoder, predictor, spec).eval()
