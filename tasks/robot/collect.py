@@ -23,6 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 import tasks.robot  # noqa: F401  (registers vjepa/PointReach-v0)
+from tasks import storage
 from tasks.robot.layout import DEFAULT_VIDEO_KEY, ChunkLimits, DatasetSpec
 from tasks.robot.lerobot import LeRobotWriter, prepare_output
 from tasks.robot.video import EncoderSettings
@@ -58,31 +59,36 @@ class CollectError(ValueError):
     """The env or policy cannot be recorded (no Box actions, no state, bad frames)."""
 
 
-def _load_attribute(spec: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
+def _import(module_name: str, spec: str) -> Any:
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as error:
         raise CollectError(
             f"cannot import module {module_name!r} from {spec!r}: {error}"
         ) from error
+
+
+def _load_attribute(spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    module = _import(module_name, spec)
     if not hasattr(module, attribute):
-        raise CollectError(f"module {module_name!r} has no attribute {attribute!r}")
+        raise CollectError(f"module {module_name!r} has no attribute {attribute!r} ({spec!r})")
     return getattr(module, attribute)
 
 
 def make_env(spec: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env[Any, Any]:
     """A registered id (`vjepa/PointReach-v0`) or `module:Class`, with `render_mode="rgb_array"`."""
     kwargs = {"render_mode": "rgb_array", **(env_kwargs or {})}
+    name = spec
     if ":" in spec:
-        module_name, _, attribute = spec.partition(":")
-        module = importlib.import_module(module_name) if module_name else None
-        candidate = getattr(module, attribute, None) if module else None
+        module_name, _, name = spec.partition(":")
+        candidate = getattr(_import(module_name, spec), name, None)
         if isinstance(candidate, type):
             return candidate(**kwargs)  # type: ignore[no-any-return]
+        # Otherwise Gymnasium's own `module:EnvId` form: importing the module registered the id.
     try:
-        return gym.make(spec, **kwargs)
-    except gym.error.Error as error:
+        return gym.make(name, **kwargs)
+    except (gym.error.Error, ImportError) as error:
         raise CollectError(
             f"unknown env {spec!r}: give a registered Gymnasium id (e.g. vjepa/PointReach-v0) "
             f"or module:Class ({error})"
@@ -230,6 +236,25 @@ def _spec_for(config: CollectConfig, first: EpisodeData, env: gym.Env[Any, Any])
         video_key=DEFAULT_VIDEO_KEY,
         robot_type=env_spec.id if env_spec is not None else type(env.unwrapped).__name__,
     )
+
+
+def validate(config: CollectConfig) -> None:
+    """Fail fast, before any episode runs: output free, env and policy usable, frames and state."""
+    fs, path = storage.filesystem(config.output)
+    if not config.overwrite and fs.exists(path) and (fs.isfile(path) or fs.ls(path)):
+        raise FileExistsError(
+            f"{config.output} already exists and is not empty; choose a new output or overwrite "
+            "it (CLI: --overwrite)"
+        )
+    env = make_env(config.env, config.env_kwargs)
+    try:
+        action_space = check_env(env)
+        make_policy(config.policy, action_space, config.seed)
+        observation, info = env.reset(seed=config.seed)
+        _frame(env)
+        extract_state(observation, info, env.observation_space)
+    finally:
+        env.close()
 
 
 def collect(config: CollectConfig, progress: ProgressFn | None = None) -> CollectSummary:

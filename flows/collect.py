@@ -1,0 +1,82 @@
+"""Prefect flow behind `vjepa collect`: record env rollouts into a LeRobot v3.0 dataset.
+
+Thin on purpose: one task does the rollouts and writing (`tasks.robot.collect`),
+one publishes a markdown summary artifact (`collect-summary`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.robot.collect import CollectConfig, CollectSummary, EpisodeData, collect
+
+ARTIFACT_KEY = "collect-summary"
+
+
+@task(name="collect-episodes", cache_policy=NO_CACHE)
+def collect_episodes(config: CollectConfig) -> CollectSummary:
+    """Roll out the policy and write the dataset; prints one progress line per episode."""
+    logger = get_run_logger()
+
+    def progress(done: int, total: int, data: EpisodeData) -> None:
+        line = (
+            f"[collect] episode {done}/{total}: {len(data.frames)} frames, "
+            f"reward {data.total_reward:.3f}{' (reached goal)' if data.terminated else ''}"
+        )
+        print(line, file=sys.stderr, flush=True)
+
+    summary = collect(config, progress)
+    logger.info(
+        "recorded %d episodes (%d frames) into %s", summary.episodes, summary.frames, summary.output
+    )
+    return summary
+
+
+@task(name="publish-collect-summary", cache_policy=NO_CACHE)
+def publish_summary(summary: CollectSummary) -> str:
+    """A markdown table of the collection, as the `collect-summary` artifact; returns its id."""
+    rows = "\n".join(f"| {key} | {value} |" for key, value in summary.as_dict().items())
+    markdown = (
+        f"# Robot data collected\n\nLeRobot v3.0 dataset at `{summary.output}`.\n\n"
+        f"| field | value |\n| --- | --- |\n{rows}\n"
+    )
+    artifact_id = create_markdown_artifact(
+        key=ARTIFACT_KEY, markdown=markdown, description="vjepa collect summary"
+    )
+    return str(artifact_id)
+
+
+@flow(name="collect")
+def collect_flow(
+    env: str,
+    episodes: int,
+    output: str,
+    policy: str = "random",
+    steps_per_episode: int = 50,
+    fps: int = 10,
+    seed: int = 0,
+    task_description: str | None = None,
+    overwrite: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record `episodes` rollouts of `policy` in `env` to `output`; returns the summary."""
+    config = CollectConfig(
+        env=env,
+        episodes=episodes,
+        output=output,
+        policy=policy,
+        steps_per_episode=steps_per_episode,
+        fps=fps,
+        seed=seed,
+        task=task_description,
+        overwrite=overwrite,
+        env_kwargs=dict(env_kwargs or {}),
+    )
+    summary = collect_episodes(config)
+    publish_summary(summary)
+    return summary.as_dict()
