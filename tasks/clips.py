@@ -1,0 +1,118 @@
+"""Reader of a curated clip dataset: a Ray Dataset of shard rows and float video batches.
+
+A curated dataset is what `vjepa curate` writes (see docs/data-contracts.md):
+`manifest.json` plus parquet shards whose `frames` column holds uint8 clips
+laid out `(T, H, W, C)`. Training code opens it with `read_clips(uri)`, passes
+the dataset to Ray Train, and turns each worker's batches into model input with
+`collate_clips` (or iterates with `iter_clip_batches`):
+
+    dataset = read_clips("s3://bucket/curated")
+    # in train_loop_per_worker:
+    shard = ray.train.get_dataset_shard("train")
+    for batch in iter_clip_batches(shard, batch_size=8):
+        video = batch["video"]  # (B, C, T, H, W) float32 in [0, 1]
+
+Pixels are scaled to [0, 1]; pass `mean`/`std` (e.g. `IMAGENET_MEAN`, `IMAGENET_STD`,
+what V-JEPA 2 normalises with) to get normalised values instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from tasks import storage
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_COLUMNS = ["clip_id", "source", "start_s", "end_s", "shape", "frames"]
+
+
+def read_manifest(uri: str) -> dict[str, Any]:
+    """The `manifest.json` of the curated dataset at `uri` (local folder or s3:// prefix)."""
+    fs, path = storage.filesystem(storage.join(uri, "manifest.json"))
+    if not fs.exists(path):
+        raise FileNotFoundError(f"no curated dataset at {uri} (manifest.json is missing)")
+    with fs.open(path, "rb") as handle:
+        return dict(json.load(handle))
+
+
+def pyarrow_filesystem(uri: str) -> Any:
+    """A pyarrow filesystem for `uri` built from `tasks.storage` (same endpoint and credentials)."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, _ = storage.filesystem(uri)
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+def shard_paths(uri: str, manifest: dict[str, Any] | None = None) -> list[str]:
+    """Filesystem paths (no scheme) of the shards listed in the manifest, in order."""
+    manifest = manifest or read_manifest(uri)
+    _, root = storage.filesystem(uri)
+    return [f"{root.rstrip('/')}/{shard['path']}" for shard in manifest["shards"]]
+
+
+def read_clips(uri: str, columns: Sequence[str] | None = None, **read_args: Any) -> Any:
+    """The curated dataset as a Ray Dataset, one row per clip (`columns` defaults to CLIP_COLUMNS)."""
+    import ray
+
+    manifest = read_manifest(uri)
+    if not manifest["shards"]:
+        raise ValueError(f"the curated dataset at {uri} has no clips")
+    return ray.data.read_parquet(
+        shard_paths(uri, manifest),
+        filesystem=pyarrow_filesystem(uri),
+        columns=list(columns or CLIP_COLUMNS),
+        **read_args,
+    )
+
+
+def clips_to_array(frames: Sequence[bytes] | np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Binary clips (one per row) -> uint8 array `(B, T, H, W, C)`."""
+    shape = tuple(int(size) for size in shape)
+    out = np.empty((len(frames), *shape), dtype=np.uint8)  # (B, T, H, W, C), writable
+    for index, clip in enumerate(frames):
+        out[index] = np.frombuffer(clip, dtype=np.uint8).reshape(shape)
+    return out
+
+
+def collate_clips(
+    batch: dict[str, np.ndarray],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """A numpy batch of shard rows -> `{"video": (B, C, T, H, W) float32, "clip_id": [...]}`."""
+    shapes = {tuple(int(x) for x in shape) for shape in batch["shape"]}
+    if len(shapes) != 1:
+        raise ValueError(f"clips of different shapes in one batch: {sorted(shapes)}")
+    clips = torch.from_numpy(clips_to_array(batch["frames"], shapes.pop()))  # (B, T, H, W, C)
+    video = clips.to(device).permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, C, T, H, W)
+    if mean is not None and std is not None:
+        mean_t = torch.tensor(mean, device=video.device).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
+        std_t = torch.tensor(std, device=video.device).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
+        video = (video - mean_t) / std_t  # (B, C, T, H, W)
+    return {"video": video.contiguous(), "clip_id": [str(x) for x in batch["clip_id"]]}
+
+
+def iter_clip_batches(
+    dataset: Any,
+    batch_size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    shuffle_buffer: int | None = None,
+    drop_last: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Float video batches from a Ray Dataset or `DataIterator` (e.g. `get_dataset_shard`)."""
+    batches = dataset.iter_batches(
+        batch_size=batch_size,
+        batch_format="numpy",
+        local_shuffle_buffer_size=shuffle_buffer,
+        drop_last=drop_last,
+    )
+    for batch in batches:
+        yield collate_clips(batch, mean=mean, std=std)

@@ -1,0 +1,208 @@
+"""Per-source commits and the final dataset: shards, `rejected.parquet`, `manifest.json`.
+
+A source is committed by writing `OUTPUT/_staging/done/<key>.json` *after* its
+parts; a rerun loads these markers and skips those sources. The final
+assembly depends only on the committed results, never on timing: kept clips are
+sorted by clip id and cut into shards of `rows_per_shard` rows, so an
+interrupted-and-resumed run writes byte-identical shards and an equal manifest.
+Assembly holds the kept clips of the run in memory (fine for one machine's
+worth of clips; a cluster-scale dataset would sort with Ray Data instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import posixpath
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tasks import storage
+from tasks.curation.config import CurationConfig
+from tasks.curation.sources import MissingInput, SourceItem
+from tasks.curation.writer import SHARD_SCHEMA, STAGING_DIR
+
+FORMAT = "vjepa-curated-clips/1"
+MANIFEST = "manifest.json"
+REJECTED = "rejected.parquet"
+SHARDS_DIR = "shards"
+REJECTED_SCHEMA = pa.schema(
+    [("source", pa.string()), ("stage", pa.string()), ("reason", pa.string())]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceResult:
+    """What one source produced: its committed parts and kept clip ids, or why it was rejected."""
+
+    source: str
+    key: str
+    fingerprint: str
+    parts: tuple[str, ...] = ()  # relative to OUTPUT
+    clip_ids: tuple[str, ...] = ()
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    error_stage: str = ""
+    error_reason: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.error_stage)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SourceResult:
+        values = json.loads(text)
+        values["parts"], values["clip_ids"] = tuple(values["parts"]), tuple(values["clip_ids"])
+        return cls(**values)
+
+
+def done_uri(output: str, key: str = "") -> str:
+    folder = storage.join(output, STAGING_DIR, "done")
+    return storage.join(folder, f"{key}.json") if key else folder
+
+
+def put_bytes(uri: str, data: bytes) -> None:
+    """Write `data` at `uri` atomically: temp file + rename locally, one PUT on S3."""
+    fs, path = storage.filesystem(uri)
+    if storage.is_remote(uri):
+        fs.pipe_file(path, data)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def commit_source(output: str, result: SourceResult) -> None:
+    """Mark a source done; its parts must already be written."""
+    put_bytes(done_uri(output, result.key), result.to_json().encode())
+
+
+def load_committed(output: str) -> dict[str, SourceResult]:
+    """Every committed source result under `output`, by key."""
+    fs, folder = storage.filesystem(done_uri(output))
+    if storage.is_remote(output):
+        fs.invalidate_cache()
+    if not fs.isdir(folder):
+        return {}
+    paths = [p for p in fs.ls(folder, detail=False) if p.endswith(".json")]
+    contents = fs.cat(paths) if paths else {}
+    results = (SourceResult.from_json(contents[p]) for p in paths)
+    return {result.key: result for result in results}
+
+
+def _read_parts(output: str, results: Iterable[SourceResult]) -> pa.Table:
+    tables = [SHARD_SCHEMA.empty_table()]
+    for result in results:
+        for part in result.parts:
+            fs, path = storage.filesystem(storage.join(output, part))
+            with fs.open(path, "rb") as handle:
+                tables.append(pq.read_table(handle, schema=SHARD_SCHEMA))
+    table = pa.concat_tables(tables)
+    return table.sort_by("clip_id")
+
+
+def _write_shards(output: str, table: pa.Table, config: CurationConfig) -> list[dict[str, Any]]:
+    shards = []
+    for index, start in enumerate(range(0, table.num_rows, config.rows_per_shard)):
+        chunk = table.slice(start, config.rows_per_shard)
+        buffer = io.BytesIO()
+        pq.write_table(chunk, buffer, compression=config.shard_compression, row_group_size=16)
+        data = buffer.getvalue()
+        relative = f"{SHARDS_DIR}/shard-{index:05d}.parquet"
+        put_bytes(storage.join(output, relative), data)
+        shards.append(
+            {"path": relative, "rows": chunk.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
+        )
+    _remove_stale_shards(output, {shard["path"] for shard in shards})
+    return shards
+
+
+def _remove_stale_shards(output: str, keep: set[str]) -> None:
+    fs, folder = storage.filesystem(storage.join(output, SHARDS_DIR))
+    if not fs.isdir(folder):
+        return
+    for path in fs.ls(folder, detail=False):
+        if f"{SHARDS_DIR}/{posixpath.basename(path)}" not in keep:
+            fs.rm(path)
+
+
+def rejected_table(missing: Iterable[MissingInput], results: Iterable[SourceResult]) -> pa.Table:
+    """One row per input that produced nothing: (source, stage, reason), sorted by source."""
+    rows = [{"source": m.source, "stage": "input", "reason": m.reason} for m in missing]
+    rows += [
+        {"source": r.source, "stage": r.error_stage, "reason": r.error_reason}
+        for r in results
+        if r.rejected
+    ]
+    rows.sort(key=lambda row: (row["source"], row["stage"]))
+    return pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA)
+
+
+def dataset_version(config: CurationConfig, clip_ids: Iterable[str], inputs: Iterable[str]) -> str:
+    """Changes when the output config, the set of clips or any input (or its fingerprint) changes."""
+    payload = {"config": config.fingerprint(), "clips": sorted(clip_ids), "inputs": sorted(inputs)}
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def assemble_dataset(
+    output: str,
+    config: CurationConfig,
+    sources: list[SourceItem],
+    missing: list[MissingInput],
+    results: dict[str, SourceResult],
+) -> dict[str, Any]:
+    """Write shards, `rejected.parquet` and (last) `manifest.json`; returns the manifest."""
+    ordered = [results[source.key(config.fingerprint())] for source in sources]
+    kept = [result for result in ordered if not result.rejected]
+    table = _read_parts(output, kept)
+    if table.num_rows != len(pc.unique(table["clip_id"])):
+        raise RuntimeError("duplicate clip ids in the committed parts; staging area is corrupt")
+    shards = _write_shards(output, table, config)
+    rejected = rejected_table(missing, ordered)
+    buffer = io.BytesIO()
+    pq.write_table(rejected, buffer)
+    put_bytes(storage.join(output, REJECTED), buffer.getvalue())
+    inputs = [f"{s.source}\n{s.fingerprint}" for s in sources] + [
+        f"{m.source}\nmissing" for m in missing
+    ]
+    dropped = {
+        reason: sum(r.dropped.get(reason, 0) for r in ordered) for reason in ("blank", "frozen")
+    }
+    manifest = {
+        "format": FORMAT,
+        "version": dataset_version(config, table["clip_id"].to_pylist(), inputs),
+        "config": config.to_dict(output_only=True),
+        "clip": {
+            "layout": "THWC",
+            "dtype": "uint8",
+            "shape": list(config.clip_shape),
+            "fps": config.fps,
+        },
+        "counts": {
+            "num_sources": len(sources) + len(missing),
+            "num_clips": table.num_rows,
+            "num_rejected": rejected.num_rows,
+            "num_dropped_blank": dropped["blank"],
+            "num_dropped_frozen": dropped["frozen"],
+        },
+        "shards": shards,
+        "rejected": {"path": REJECTED, "rows": rejected.num_rows},
+    }
+    put_bytes(
+        storage.join(output, MANIFEST),
+        (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+    )
+    return manifest

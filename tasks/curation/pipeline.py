@@ -1,0 +1,217 @@
+"""Ray Data wiring of the curation stages and the driver-side per-source commits.
+
+`plan_curation` lists the inputs and splits them into committed and pending
+sources. `run_pending` builds one Ray Data pipeline over the pending ones,
+probe -> filter -> decode -> quality -> part writer, each stage a plain
+callable class run through a task-based `map_batches`. Task-based operators
+with equal resources are fused by Ray Data into one operator, so a source
+travels through all stages inside one worker process: frames never cross the
+object store between stages, and each worker runs one ffmpeg at a time
+(`num_cpus=1` per task, as many tasks as CPUs). The driver streams the small
+metadata rows that come out, counts each source's clips against its end row,
+and commits the source once everything it produced is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from tasks.curation.config import CurationConfig
+from tasks.curation.dataset import SourceResult, commit_source, load_committed
+from tasks.curation.decode import DecodeStage
+from tasks.curation.probe import FilterStage, ProbeStage
+from tasks.curation.quality import QualityStage
+from tasks.curation.sources import MissingInput, SourceItem, discover_sources
+from tasks.curation.writer import PartWriterStage
+
+Progress = Callable[[SourceResult, int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class CurationPlan:
+    """The sources of a run, which are already committed, and which still need work."""
+
+    output: str
+    config: CurationConfig
+    sources: list[SourceItem]
+    missing: list[MissingInput]
+    committed: dict[str, SourceResult]
+
+    def key(self, item: SourceItem) -> str:
+        return item.key(self.config.fingerprint())
+
+    @property
+    def pending(self) -> list[SourceItem]:
+        return [item for item in self.sources if self.key(item) not in self.committed]
+
+
+def plan_curation(inputs: list[str], output: str, config: CurationConfig) -> CurationPlan:
+    """Discover the inputs and load the commits a previous (possibly killed) run left."""
+    sources, missing = discover_sources(inputs, config.video_extensions)
+    keys = {item.key(config.fingerprint()) for item in sources}
+    committed = {key: result for key, result in load_committed(output).items() if key in keys}
+    return CurationPlan(output, config, sources, missing, committed)
+
+
+def ensure_ray() -> bool:
+    """Start (or join, when `RAY_ADDRESS` is set) Ray unless it is running; True if started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    return True
+
+
+@functools.lru_cache(maxsize=8)
+def _stage(stage_type: type, args: tuple[Any, ...]) -> Any:
+    """One stage instance per worker process and config (stages load their state once)."""
+    return stage_type(*args)
+
+
+def _apply(
+    batch: dict[str, np.ndarray], stage_type: type, args: tuple[Any, ...]
+) -> dict[str, np.ndarray]:
+    return dict(_stage(stage_type, args)(batch))
+
+
+def _apply_iter(
+    batch: dict[str, np.ndarray], stage_type: type, args: tuple[Any, ...]
+) -> Iterator[dict[str, np.ndarray]]:
+    yield from _stage(stage_type, args)(batch)
+
+
+def build_dataset(plan: CurationPlan, workers: int) -> Any:
+    """The lazy Ray Dataset of writer metadata rows for the pending sources."""
+    import ray
+
+    config = plan.config
+    rows = [
+        {
+            "source": item.source,
+            "key": plan.key(item),
+            "size": item.size,
+            "fingerprint": item.fingerprint,
+        }
+        for item in plan.pending
+    ]
+    options: dict[str, Any] = {"num_cpus": 1, "compute": ray.data.TaskPoolStrategy(size=workers)}
+    dataset: Any = ray.data.from_items(rows, override_num_blocks=len(rows))
+    for stage_type in (ProbeStage, FilterStage):
+        dataset = dataset.map_batches(
+            _apply, fn_kwargs={"stage_type": stage_type, "args": (config,)}, batch_size=1, **options
+        )
+    dataset = dataset.map_batches(
+        _apply_iter,
+        fn_kwargs={"stage_type": DecodeStage, "args": (config,)},
+        batch_size=1,
+        **options,
+    )
+    dataset = dataset.map_batches(
+        _apply, fn_kwargs={"stage_type": QualityStage, "args": (config,)}, **options
+    )
+    return dataset.map_batches(
+        _apply, fn_kwargs={"stage_type": PartWriterStage, "args": (config, plan.output)}, **options
+    )
+
+
+@dataclasses.dataclass
+class _Pending:
+    item: SourceItem
+    clips: dict[str, tuple[str, str]] = dataclasses.field(
+        default_factory=dict
+    )  # id -> (part, drop)
+    end: tuple[int, str, str] | None = None  # (num_clips, error_stage, error_reason)
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None and len(self.clips) == self.end[0]
+
+    def result(self, key: str) -> SourceResult:
+        assert self.end is not None
+        base = SourceResult(self.item.source, key, self.item.fingerprint)
+        _, stage, reason = self.end
+        if stage:
+            return dataclasses.replace(base, error_stage=stage, error_reason=reason)
+        kept = sorted(clip for clip, (_, drop) in self.clips.items() if not drop)
+        dropped = dict(Counter(drop for _, drop in self.clips.values() if drop))
+        if not kept:
+            detail = ", ".join(f"{count} {reason}" for reason, count in sorted(dropped.items()))
+            reason = f"all {len(self.clips)} clips failed the quality filters ({detail})"
+            return dataclasses.replace(
+                base, dropped=dropped, error_stage="quality", error_reason=reason
+            )
+        parts = sorted({self.clips[clip][0] for clip in kept})
+        return dataclasses.replace(base, parts=tuple(parts), clip_ids=tuple(kept), dropped=dropped)
+
+
+class CommitTracker:
+    """Collects writer metadata rows; commits each source when its end row and all clips are in."""
+
+    def __init__(self, plan: CurationPlan, progress: Progress | None = None) -> None:
+        self.plan = plan
+        self.progress = progress
+        self.pending = {plan.key(item): _Pending(item) for item in plan.pending}
+        self.results: dict[str, SourceResult] = {}
+
+    def observe(self, batch: dict[str, np.ndarray]) -> None:
+        touched = set()
+        for index in range(len(batch["key"])):
+            key = str(batch["key"][index])
+            state = self.pending[key]
+            if batch["is_end"][index]:
+                state.end = (
+                    int(batch["num_clips"][index]),
+                    str(batch["error_stage"][index]),
+                    str(batch["error_reason"][index]),
+                )
+            else:
+                state.clips[str(batch["clip_id"][index])] = (
+                    str(batch["part"][index]),
+                    str(batch["drop_reason"][index]),
+                )
+            touched.add(key)
+        for key in sorted(touched):
+            if key not in self.results and self.pending[key].complete:
+                self._commit(key)
+
+    def _commit(self, key: str) -> None:
+        result = self.pending[key].result(key)
+        commit_source(self.plan.output, result)
+        self.results[key] = result
+        if self.progress is not None:
+            done = len(self.plan.committed) + len(self.results)
+            self.progress(result, done, len(self.plan.sources))
+
+    def unfinished(self) -> list[str]:
+        return sorted(
+            state.item.source for key, state in self.pending.items() if key not in self.results
+        )
+
+
+def run_pending(plan: CurationPlan, progress: Progress | None = None) -> dict[str, SourceResult]:
+    """Curate the pending sources on Ray; returns every committed result of the plan (old and new)."""
+    if not plan.pending:
+        return dict(plan.committed)
+    import ray
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # one line per source instead
+    workers = plan.config.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    tracker = CommitTracker(plan, progress)
+    for batch in build_dataset(plan, workers).iter_batches(batch_size=None, batch_format="numpy"):
+        tracker.observe(batch)
+    unfinished = tracker.unfinished()
+    if unfinished:
+        raise RuntimeError(f"{len(unfinished)} sources did not finish: {', '.join(unfinished[:5])}")
+    return {**plan.committed, **tracker.results}

@@ -1,0 +1,112 @@
+"""Writer stage and the shard schema: clip rows become parquet *parts* in the staging area.
+
+The stage writes the kept clips of each source in a batch to
+`OUTPUT/_staging/parts/<source key>/<first clip id>.parquet` (deterministic
+names, so a retried batch overwrites rather than duplicates) and returns small
+metadata rows without frames; the driver turns those into per-source commits.
+The final shards (see `tasks.curation.dataset`) use the same schema as parts.
+
+Clip layout: `frames` is `large_binary` holding the uint8 clip in C order with
+shape `(T, H, W, C)` (RGB), recorded per row in `shape`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks import storage
+from tasks.curation.config import CurationConfig
+
+STAGING_DIR = "_staging"
+SHARD_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source", pa.string()),
+        ("clip_index", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("fps", pa.float64()),
+        ("shape", pa.list_(pa.int32(), 4)),
+        ("frames", pa.large_binary()),
+        ("motion_score", pa.float32()),
+        ("mean_intensity", pa.float32()),
+        ("std_intensity", pa.float32()),
+    ]
+)
+META_COLUMNS = (
+    "source",
+    "key",
+    "is_end",
+    "clip_id",
+    "drop_reason",
+    "num_clips",
+    "error_stage",
+    "error_reason",
+)
+
+
+def frames_array(frames: np.ndarray) -> pa.LargeBinaryArray:
+    """uint8 clips `(N, T, H, W, C)` as one binary value per clip, without copying the pixels."""
+    frames = np.ascontiguousarray(frames)
+    count = len(frames)
+    clip_bytes = frames[0].nbytes if count else 0
+    offsets = np.arange(count + 1, dtype=np.int64) * clip_bytes  # (N + 1,)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(frames.reshape(-1))]
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), count, buffers)
+
+
+def clip_table(batch: dict[str, np.ndarray], rows: np.ndarray, config: CurationConfig) -> pa.Table:
+    """The shard-schema table of `batch` restricted to the row indices `rows`."""
+    take = slice(None) if len(rows) == len(batch["clip_id"]) else rows
+    count = len(rows)
+    columns = {
+        "clip_id": pa.array(batch["clip_id"][take].astype(str)),
+        "source": pa.array(batch["source"][take].astype(str)),
+        "clip_index": pa.array(batch["clip_index"][take], pa.int32()),
+        "start_s": pa.array(batch["start_s"][take], pa.float64()),
+        "end_s": pa.array(batch["end_s"][take], pa.float64()),
+        "fps": pa.array(np.full(count, config.fps), pa.float64()),
+        "shape": pa.array([list(config.clip_shape)] * count, pa.list_(pa.int32(), 4)),
+        "frames": frames_array(batch["frames"][take]),
+        "motion_score": pa.array(batch["motion_score"][take], pa.float32()),
+        "mean_intensity": pa.array(batch["mean_intensity"][take], pa.float32()),
+        "std_intensity": pa.array(batch["std_intensity"][take], pa.float32()),
+    }
+    return pa.table(columns, schema=SHARD_SCHEMA)
+
+
+def write_table(table: pa.Table, uri: str, compression: str) -> None:
+    """Write `table` as parquet to a local path or `s3://` URI (small row groups for streaming)."""
+    fs, path = storage.filesystem(uri)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as handle:
+        pq.write_table(table, handle, compression=compression, row_group_size=16)
+
+
+class PartWriterStage:
+    """Writes kept clips as parquet parts; returns one metadata row per input row (no frames)."""
+
+    def __init__(self, config: CurationConfig, output: str) -> None:
+        self.config = config
+        self.output = output
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep = ~batch["is_end"] & (batch["drop_reason"] == "")
+        parts = np.full(len(keep), "", dtype=object)
+        for key in np.unique(batch["key"][keep]):
+            rows = np.flatnonzero(keep & (batch["key"] == key))
+            name = f"{batch['clip_id'][rows[0]]}.parquet"
+            relative = "/".join((STAGING_DIR, "parts", str(key), name))
+            write_table(
+                clip_table(batch, rows, self.config),
+                storage.join(self.output, relative),
+                self.config.shard_compression,
+            )
+            parts[rows] = relative
+        out = {column: batch[column] for column in META_COLUMNS}
+        out["part"] = parts.astype(str)
+        return out
