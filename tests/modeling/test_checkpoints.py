@@ -11,16 +11,25 @@ from torch import nn
 
 from modeling.checkpoints import (
     CheckpointError,
+    detect_layout,
     fuse_qkv,
     is_own_format,
+    load_encoder,
+    load_model,
     load_strict,
     read_state,
     read_torch_file,
     rename_keys,
+    save_model,
     save_state,
     select_prefix,
     strip_prefixes,
 )
+from modeling.encoder import EncoderConfig, VisionEncoder
+from modeling.predictor import Predictor
+from modeling.predictor import tiny as predictor_tiny
+from modeling.probe import AttentiveProbe
+from modeling.probe import tiny as probe_tiny
 
 
 def test_strip_prefixes_removes_any_run_of_wrappers() -> None:
@@ -103,6 +112,7 @@ class Payload:
     """An arbitrary object: weights_only loading must refuse to unpickle it."""
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_read_torch_file_refuses_arbitrary_pickles(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     with path.open("wb") as handle:
@@ -115,3 +125,42 @@ def test_read_torch_file_reads_plain_state(tmp_path: Path) -> None:
     path = tmp_path / "ok.pt"
     torch.save({"encoder": {"w": torch.ones(2)}, "epoch": 3}, path)
     assert read_torch_file(path)["epoch"] == 3
+
+
+@pytest.mark.parametrize("kind", ["encoder", "predictor", "probe"])
+def test_save_model_round_trips_every_kind(kind: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    encoder = VisionEncoder(EncoderConfig(width=96, depth=1, num_heads=2, mlp_hidden=128))
+    models: dict[str, nn.Module] = {
+        "encoder": encoder,
+        "predictor": Predictor(predictor_tiny(encoder_width=96)),
+        "probe": AttentiveProbe(probe_tiny(width=96, num_classes=4)),
+    }
+    model = models[kind]
+    path = save_model(model, tmp_path / f"{kind}.safetensors")
+    assert detect_layout(path) == "own"
+    loaded = load_model(path, kind)
+    assert type(loaded) is type(model)
+    assert getattr(loaded, "config") == getattr(model, "config")  # noqa: B009
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    other = "probe" if kind != "probe" else "encoder"
+    with pytest.raises(CheckpointError, match=f"holds a {kind}, not a {other}"):
+        load_model(path, other)
+
+
+def test_own_encoder_loads_with_load_encoder_and_encodes(tmp_path: Path) -> None:
+    encoder = VisionEncoder(EncoderConfig(width=96, depth=1, num_heads=2, mlp_hidden=128)).eval()
+    path = save_model(encoder, tmp_path / "e.safetensors")
+    video = torch.randn(1, 3, 2, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_encoder(path)(video), encoder(video))
+
+
+def test_detect_layout_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        detect_layout(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match=r"config\.json"):
+        detect_layout(tmp_path)
+    with pytest.raises(ValueError, match="kind"):
+        load_model(tmp_path, "decoder")
