@@ -1,0 +1,217 @@
+"""Masked latent-prediction pretraining (V-JEPA) as a Ray Train job.
+
+Per step: augment the clips, draw multi-block masks, encode only the context
+tokens, predict the target tokens with the narrow predictor, regress the
+layer-normed features of the EMA target encoder on the full clip (L1), step
+AdamW with the warmup-constant-decay schedule, then move the target encoder
+towards the online one. The target encoder is what the job exports as
+`final/encoder.safetensors` (the official evaluations use it too).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from modeling import encoder as encoder_presets
+from modeling import predictor as predictor_presets
+from modeling.encoder import VisionEncoder
+from modeling.jepa import (
+    EMA_MOMENTUM,
+    LRSchedule,
+    ema_update,
+    jepa_loss,
+    learning_rate,
+    parameter_groups,
+)
+from modeling.masks import MaskConfig, generate_masks
+from modeling.predictor import Predictor
+from modeling.preprocess import normalize
+from tasks import storage
+from tasks.training.augment import AugmentConfig, random_resized_crop_flip
+from tasks.training.checkpoints import CheckpointStore
+from tasks.training.job import WorkerContext, autocast
+from tasks.training.launch import ScaleConfig, check_output, fit
+from tasks.training.loop import LoopConfig, run_loop
+from tasks.training.outputs import plot_curves, save_model, write_summary
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a pretraining run needs; the CLI is a thin layer over it."""
+
+    data: str
+    output: str
+    preset: str = "tiny"
+    steps: int = 200
+    batch_size: int = 8
+    peak_lr: float = 5.25e-4
+    start_lr: float = 1e-4
+    final_lr: float = 1e-6
+    warmup_fraction: float = 0.1
+    decay_fraction: float = 0.2
+    weight_decay: float = 0.04
+    ema_momentum: float = EMA_MOMENTUM
+    checkpoint_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
+        if not 0 <= self.ema_momentum <= 1:
+            raise ValueError(f"ema_momentum must be in [0, 1], got {self.ema_momentum}")
+        encoder_presets.preset(self.preset)  # unknown preset names fail here, before Ray starts
+
+    def schedule(self) -> LRSchedule:
+        warmup = int(self.steps * self.warmup_fraction)
+        decay = int(self.steps * self.decay_fraction)
+        return LRSchedule(
+            warmup_steps=warmup,
+            constant_steps=self.steps - warmup - decay,
+            decay_steps=decay,
+            peak_lr=self.peak_lr,
+            start_lr=self.start_lr,
+            final_lr=self.final_lr,
+        )
+
+
+class PretrainJob:
+    """Online encoder + predictor trained against an EMA target encoder."""
+
+    def __init__(self, config: PretrainConfig, context: WorkerContext) -> None:
+        torch.manual_seed(config.seed)
+        self.config = config
+        self.context = context
+        encoder_config = encoder_presets.preset(config.preset)
+        encoder = VisionEncoder(encoder_config)
+        predictor = Predictor(predictor_presets.tiny(encoder_config.width))
+        if config.preset != "tiny":
+            predictor = Predictor(predictor_presets.paper(encoder_config.width))
+        self.target = copy.deepcopy(encoder).requires_grad_(False).to(context.device)
+        # `prepare` moves the modules in place and may wrap them in DDP; keep both views.
+        self.online_encoder, self.online_predictor = encoder, predictor
+        self.encoder: nn.Module = context.prepare(encoder)
+        self.predictor: nn.Module = context.prepare(predictor)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups([self.encoder, self.predictor], config.weight_decay),
+            lr=config.start_lr,
+        )
+        self.schedule = config.schedule()
+        self.masks = MaskConfig()
+        self.generator = torch.Generator().manual_seed(config.seed + 1000 * context.rank)
+        self.augment = AugmentConfig()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "encoder": self.online_encoder.state_dict(),
+            "predictor": self.online_predictor.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.online_encoder.load_state_dict(state["encoder"])
+        self.online_predictor.load_state_dict(state["predictor"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+    def loss(self, video: torch.Tensor) -> torch.Tensor:
+        """Masked prediction loss of one batch, averaged over the mask families."""
+        grid = self.online_encoder.grid(video.shape)
+        with torch.no_grad():
+            target_features = self.target(video)  # (B, N, D)
+        losses = []
+        for pair in generate_masks(self.masks, video.shape[0], grid, generator=self.generator):
+            context_indices = pair.context.to(video.device)  # (B, K)
+            target_indices = pair.target.to(video.device)  # (B, M)
+            context = self.encoder(video, context_indices)  # (B, K, D)
+            predicted = self.predictor(context, context_indices, target_indices, grid)  # (B, M, D)
+            losses.append(jepa_loss(predicted, target_features, target_indices))
+        return torch.stack(losses).mean()
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        lr = learning_rate(self.schedule, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        clips = random_resized_crop_flip(batch, self.augment, self.generator)
+        video = normalize(clips.to(self.context.device))  # (B, C, T, H, W)
+        with autocast(self.context.device):
+            loss = self.loss(video)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        ema_update(self.target, self.online_encoder, self.config.ema_momentum)
+        return {"loss": float(loss.detach()), "lr": lr}
+
+    def export(self) -> dict[str, Any]:
+        """Final models, loss curve and summary under the output URI (rank 0 only)."""
+        output = self.config.output
+        encoder_uri = save_model(
+            storage.join(output, "final", "encoder.safetensors"), "encoder", self.target
+        )
+        predictor_uri = save_model(
+            storage.join(output, "final", "predictor.safetensors"),
+            "predictor",
+            self.online_predictor,
+        )
+        rows = CheckpointStore(output).metrics()
+        curve = plot_curves(rows, ["loss"], storage.join(output, "loss.png"), "pretraining loss")
+        summary = {
+            "job": "pretrain",
+            "steps": rows[-1]["step"] if rows else 0,
+            "first_loss": rows[0]["loss"] if rows else None,
+            "final_loss": sum(r["loss"] for r in rows[-10:]) / max(1, len(rows[-10:])),
+            "checkpoint": encoder_uri,
+            "predictor": predictor_uri,
+            "loss_curve": curve,
+            "preset": self.config.preset,
+        }
+        write_summary(output, summary)
+        return summary
+
+
+def pretrain_loop(config_values: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of the pretraining `TorchTrainer`."""
+    from tasks.training.job import batches_from_shard, worker_context
+
+    config = PretrainConfig(**config_values)
+    context = worker_context()
+    job = PretrainJob(config, context)
+    source = batches_from_shard("train", config.batch_size, seed=config.seed)
+    loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name="pretrain")
+    run_loop(
+        job,
+        source,
+        CheckpointStore(config.output),
+        loop,
+        is_writer=context.is_writer,
+        report=context.report,
+    )
+    if context.is_writer:
+        job.export()
+
+
+def run_pretrain(config: PretrainConfig, scale: ScaleConfig) -> dict[str, Any]:
+    """Driver side: check the output, open the curated clips, train, return the summary."""
+    from tasks.clips import read_clips
+    from tasks.training.outputs import read_summary
+
+    check_output(config.output, config.resume)
+    dataset = read_clips(config.data, columns=["clip_id", "shape", "frames"])
+    fit(
+        pretrain_loop,
+        dataclasses.asdict(config),
+        output_uri=config.output,
+        name="pretrain",
+        scale=scale,
+        datasets={"train": dataset},
+    )
+    return read_summary(config.output)
