@@ -148,10 +148,14 @@ def cem_plan(
 
 
 class RolloutModel(Protocol):
-    """What the V-JEPA energy needs from the AC predictor."""
+    """What the V-JEPA energy needs from the AC predictor (`ACPredictor.rollout`)."""
 
     def rollout(
-        self, context_features: torch.Tensor, states: torch.Tensor, actions: torch.Tensor
+        self,
+        context_features: torch.Tensor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        past_actions: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -160,28 +164,44 @@ def latent_goal_energy(
     context_features: torch.Tensor,
     states: torch.Tensor,
     goal_features: torch.Tensor,
+    past_actions: torch.Tensor | None = None,
+    max_batch: int | None = None,
+    normalize_goal: bool = True,
 ) -> EnergyFn:
     """Energy for CEM: L1 between the predicted final frame and the goal frame's features.
 
-    `context_features (R, T0*N, D)`, `states (R, T0, S)` and `goal_features (R, N, D)` are per
-    robot; the returned function takes `(R*S, H, A)` robot-major candidates and returns `(R*S,)`.
-    Goal features are layer-normed like the predictions.
+    `context_features (R, T0*N, D)`, `states (R, T0, S)`, `goal_features (R, N, D)` and the
+    optional `past_actions (R, T0-1, A)` are per robot; the returned function takes
+    `(R*S, H, A)` robot-major candidates and returns `(R*S,)`. The rollout shares each robot's
+    context across its samples; `max_batch` caps the candidates per rollout call (memory).
+    Goal features are raw encoder outputs, layer-normed here like the predictions; pass
+    `normalize_goal=False` for features that are normalised already.
     """
     robots = context_features.shape[0]
     if states.shape[0] != robots or goal_features.shape[0] != robots:
         raise ValueError("context_features, states and goal_features need the same robot count")
-    goal = layer_norm_features(goal_features)  # (R, N, D)
+    goal = layer_norm_features(goal_features) if normalize_goal else goal_features  # (R, N, D)
+
+    def rollout_rows(rows: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        past = None if past_actions is None else past_actions[rows]
+        with torch.no_grad():
+            predicted = model.rollout(context_features[rows], states[rows], actions, past)
+        return (predicted[:, -1] - goal[rows]).abs().mean(dim=(1, 2))  # (B,)
 
     def energy(actions: torch.Tensor) -> torch.Tensor:
         samples = actions.shape[0] // robots
         if samples * robots != actions.shape[0]:
             raise ValueError(f"{actions.shape[0]} candidates do not split over {robots} robots")
-        context = context_features.repeat_interleave(samples, dim=0)  # (R*S, T0*N, D)
-        start_states = states.repeat_interleave(samples, dim=0)  # (R*S, T0, S)
-        with torch.no_grad():
-            predicted = model.rollout(context, start_states, actions)  # (R*S, H, N, D)
-        final = predicted[:, -1]  # (R*S, N, D)
-        target = goal.repeat_interleave(samples, dim=0)  # (R*S, N, D)
-        return (final - target).abs().mean(dim=(1, 2))  # (R*S,)
+        if max_batch is None or actions.shape[0] <= max_batch:
+            with torch.no_grad():  # one call; the model expands each robot's context itself
+                predicted = model.rollout(context_features, states, actions, past_actions)
+            final = predicted[:, -1].unflatten(0, (robots, samples))  # (R, S, N, D)
+            return (final - goal[:, None]).abs().mean(dim=(2, 3)).flatten()  # (R*S,)
+        owner = torch.arange(actions.shape[0], device=actions.device) // samples  # (R*S,)
+        chunks = [
+            rollout_rows(owner[start : start + max_batch], actions[start : start + max_batch])
+            for start in range(0, actions.shape[0], max_batch)
+        ]
+        return torch.cat(chunks)  # (R*S,)
 
     return energy

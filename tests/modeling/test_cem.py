@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeling.cem import CEMConfig, cem_plan, shift_plan
+from modeling.ac_predictor import ACPredictor, ac_tiny
+from modeling.cem import CEMConfig, cem_plan, latent_goal_energy, shift_plan
 
 HORIZON, ACTION_DIM = 3, 2
 
@@ -118,3 +119,45 @@ def test_shift_plan_and_bad_input() -> None:
         cem_plan(_quadratic(_optimum()), 2, ACTION_DIM, -1.0, 1.0, warm_start=torch.zeros(2, 1, 1))
     with pytest.raises(ValueError, match="energy_fn must return"):
         cem_plan(lambda a: a.sum(dim=(1, 2))[:1], 2, ACTION_DIM, -1.0, 1.0)
+
+
+def test_latent_goal_energy_drives_cem_with_the_ac_predictor() -> None:
+    torch.manual_seed(0)
+    model = ACPredictor(ac_tiny(action_dim=ACTION_DIM, state_dim=ACTION_DIM)).eval()
+    with torch.no_grad():
+        model.action_encoder.weight.mul_(50.0)  # make actions matter in the random model
+    config, robots, samples = model.config, 2, 32
+    generator = _generator(4)
+    context = torch.randn(robots, config.tokens_per_frame, config.embed_dim, generator=generator)
+    states = torch.randn(robots, 1, ACTION_DIM, generator=generator)
+    reached = torch.rand(robots, HORIZON, ACTION_DIM, generator=generator) - 0.5
+    with torch.no_grad():
+        goal = model.rollout(context, states, reached)[:, -1]  # (R, N, D), already layer-normed
+    energy = latent_goal_energy(model, context, states, goal, normalize_goal=False)
+    candidates = torch.rand(robots * samples, HORIZON, ACTION_DIM, generator=generator) - 0.5
+    values = energy(candidates)  # (R*S,)
+    with torch.no_grad():
+        expanded = model.rollout(
+            context.repeat_interleave(samples, 0), states.repeat_interleave(samples, 0), candidates
+        )
+    direct = (expanded[:, -1] - goal.repeat_interleave(samples, 0)).abs().mean(dim=(1, 2))
+    assert torch.allclose(values, direct, atol=1e-5)
+    chunked = latent_goal_energy(model, context, states, goal, max_batch=24, normalize_goal=False)
+    assert torch.allclose(chunked(candidates), values, atol=1e-5)
+    raw_goal = latent_goal_energy(model, context, states, goal * 3.0 + 1.0)  # normalised here
+    assert torch.allclose(raw_goal(candidates), values, atol=1e-4)
+    assert bool((energy(reached) < 1e-5).all())  # the goal was made by these actions
+
+    calls: list[int] = []
+
+    def counted(actions: torch.Tensor) -> torch.Tensor:
+        calls.append(actions.shape[0])
+        return energy(actions)
+
+    cem = CEMConfig(num_samples=samples, num_elites=4, num_iterations=3, horizon=HORIZON)
+    result = cem_plan(counted, robots, ACTION_DIM, -0.5, 0.5, cem, generator=_generator(0))
+    assert calls == [robots * samples] * 3
+    assert result.plan.shape == (robots, HORIZON, ACTION_DIM)
+    assert bool((result.energy < values.view(robots, samples).mean(dim=1)).all())
+    with pytest.raises(ValueError, match="split"):
+        energy(candidates[:3])

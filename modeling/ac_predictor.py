@@ -1,0 +1,457 @@
+"""V-JEPA 2-AC: the action-conditioned predictor that rolls frozen-encoder features forward.
+
+Per time step `t` the sequence holds `[action_t, state_t, (extrinsics_t), patches_t]`; attention
+is block-causal (a token of step t sees every token of steps <= t). Action/state tokens are
+rotated along time only, patches with 3D RoPE whose spatial positions are snapped to
+`rope_grid_size` (the official `ACRoPEAttention`). The patch outputs of step t predict the
+encoder features of frame t+1.
+
+- `forward(features (B, T*N, D), actions (B, T, A), states (B, T, S))` -> `(B, T*N, D)`: one
+  teacher-forced pass (the official `VisionTransformerPredictorAC.forward`).
+- `rollout(context (B0, T0*N, D), states, actions (B, H, A))` -> `(B, H, N, D)`: autoregressive
+  prediction for planning with a key/value cache, so each step only computes its own tokens;
+  the context may be given once per robot (`B = B0 * S`) and is shared by all its samples.
+- `ac_losses`: the teacher-forcing and k-step rollout L1 losses on layer-normed features.
+
+Parameter names equal the official ones (`predictor_embed`, `action_encoder`, `state_encoder`,
+`extrinsics_encoder`, `predictor_blocks.{i}.*`, `predictor_norm`, `predictor_proj`);
+`load_ac_predictor` reads an official `.pt` or the project's own safetensors format.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, NamedTuple, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modeling.checkpoints import (
+    CheckpointError,
+    StateDict,
+    is_own_format,
+    load_strict,
+    read_state,
+    read_torch_file,
+    save_state,
+    strip_prefixes,
+)
+from modeling.jepa import layer_norm_features
+from modeling.layers import Attention, Block, run_blocks
+from modeling.rope import RopeTables, apply_rope, axis_dim, rope_tables
+
+KIND = "ac_predictor"
+KVCache = list[tuple[Tensor, Tensor]]
+StateUpdate = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ACPredictorConfig:
+    """Shape of the AC predictor (paper: 24 x 1024, 16 heads, on ViT-g features of 256 px)."""
+
+    embed_dim: int = 1408
+    width: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_hidden: int = 4096
+    action_dim: int = 7
+    state_dim: int = 7
+    use_extrinsics: bool = False
+    extrinsics_dim: int = 6
+    grid_height: int = 16
+    grid_width: int = 16
+    rope_grid_size: int = 16
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.width % self.num_heads:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        head_dim = self.width // self.num_heads
+        if head_dim % 2 or axis_dim(head_dim) == 0:
+            raise ValueError(f"head dim {head_dim} must be even and >= 6 for 3D RoPE")
+        if min(self.action_dim, self.state_dim, self.grid_height, self.grid_width) < 1:
+            raise ValueError("action_dim, state_dim and the grid must be >= 1")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid_height * self.grid_width
+
+    @property
+    def cond_tokens(self) -> int:
+        return 3 if self.use_extrinsics else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ACPredictorConfig:
+        unknown = set(values) - {field.name for field in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ACPredictorConfig keys: {sorted(unknown)}")
+        return cls(**values)
+
+
+def ac_vitg() -> ACPredictorConfig:
+    """The released V-JEPA 2-AC predictor on ViT-g/16 features at 256 px."""
+    return ACPredictorConfig()
+
+
+def ac_tiny(**overrides: Any) -> ACPredictorConfig:
+    """Tests and the CPU demo: 2 blocks of width 64 on the tiny encoder's 192-wide features."""
+    base = ACPredictorConfig(
+        embed_dim=192, width=64, depth=2, num_heads=4, mlp_hidden=256, grid_height=4, grid_width=4
+    )
+    return replace(base, **{"rope_grid_size": overrides.get("grid_height", 4), **overrides})
+
+
+def additive_state_update(state: Tensor, action: Tensor) -> Tensor:
+    """Next state for delta actions: `state + action` on the shared leading dims."""
+    width = min(state.shape[-1], action.shape[-1])
+    return torch.cat([state[..., :width] + action[..., :width], state[..., width:]], dim=-1)
+
+
+class ACPredictor(nn.Module):
+    """Block-causal action-conditioned ViT predictor over frozen encoder features."""
+
+    def __init__(self, config: ACPredictorConfig) -> None:
+        super().__init__()
+        self.config = config
+        width = config.width
+        self.predictor_embed = nn.Linear(config.embed_dim, width)
+        self.action_encoder = nn.Linear(config.action_dim, width)
+        self.state_encoder = nn.Linear(config.state_dim, width)
+        if config.use_extrinsics:
+            self.extrinsics_encoder = nn.Linear(config.extrinsics_dim, width)
+        self.predictor_blocks = nn.ModuleList(
+            Block(width, config.num_heads, config.mlp_hidden, config.qkv_bias, config.norm_eps)
+            for _ in range(config.depth)
+        )
+        self.predictor_norm = nn.LayerNorm(width, eps=config.norm_eps)
+        self.predictor_proj = nn.Linear(width, config.embed_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():  # residual branches shrink with depth, as in the official code
+            for layer, block in enumerate(self.blocks, start=1):
+                block.attn.proj.weight.div_(math.sqrt(2.0 * layer))
+                block.mlp.fc2.weight.div_(math.sqrt(2.0 * layer))
+
+    @property
+    def blocks(self) -> list[Block]:
+        return cast(list[Block], list(self.predictor_blocks))
+
+    # -- token layout ---------------------------------------------------------------------------
+
+    def _tokens(
+        self, frames: Tensor, actions: Tensor, states: Tensor, extrinsics: Tensor | None
+    ) -> Tensor:
+        """Interleave `[action, state, (extrinsics), patches]` per step -> `(B, T*(C+N), W)`."""
+        batch, steps = actions.shape[:2]
+        cond = [self.action_encoder(actions), self.state_encoder(states)]  # each (B, T, W)
+        if self.config.use_extrinsics:
+            if extrinsics is None:
+                raise ValueError("this predictor was built with use_extrinsics; pass extrinsics")
+            cond.append(self.extrinsics_encoder(extrinsics))
+        patches = self.predictor_embed(frames).view(batch, steps, self.config.tokens_per_frame, -1)
+        return torch.cat([c.unsqueeze(2) for c in cond] + [patches], dim=2).flatten(1, 2)
+
+    def _frame_outputs(self, x: Tensor, steps: int) -> Tensor:
+        """Drop the conditioning tokens, normalise and project: `(B, T*(C+N), W) -> (B, T*N, D)`."""
+        x = x.view(x.shape[0], steps, self.config.cond_tokens + self.config.tokens_per_frame, -1)
+        x = x[:, :, self.config.cond_tokens :].flatten(1, 2)  # (B, T*N, W)
+        return self.predictor_proj(self.predictor_norm(x))  # (B, T*N, D)
+
+    def rope(self, first_step: int, num_steps: int, device: torch.device) -> RopeTables:
+        """RoPE tables for steps `[first_step, first_step + num_steps)`: `(1, 1, L, head_dim)`.
+
+        Conditioning tokens are rotated along time only; patch rows/columns are snapped to
+        `rope_grid_size` as the official `ACRoPEAttention` does (`h * grid_size / H`).
+        """
+        config = self.config
+        per_step = config.cond_tokens + config.tokens_per_frame
+        index = torch.arange(per_step * num_steps, device=device)  # (L,)
+        within = index % per_step - config.cond_tokens  # patch number, < 0 for cond tokens
+        patch = within.clamp(min=0)
+        step = (index // per_step + first_step).float()
+        row = (patch // config.grid_width).float() * (config.rope_grid_size / config.grid_height)
+        col = (patch % config.grid_width).float() * (config.rope_grid_size / config.grid_width)
+        is_patch = within >= 0
+        positions = torch.stack([step, row, col], dim=-1)  # (L, 3)
+        rotate = torch.stack([torch.ones_like(is_patch), is_patch, is_patch], dim=-1)  # (L, 3)
+        return rope_tables(positions[None], config.width // config.num_heads, rotate[None])
+
+    def causal_mask(self, first_step: int, num_steps: int, device: torch.device) -> Tensor:
+        """Bool `(L_q, L_k)`: queries of the given steps may attend to keys of steps <= theirs."""
+        per_step = self.config.cond_tokens + self.config.tokens_per_frame
+        query_steps = torch.arange(first_step, first_step + num_steps, device=device)
+        key_steps = torch.arange(first_step + num_steps, device=device)
+        query_steps = query_steps.repeat_interleave(per_step)  # (L_q,)
+        key_steps = key_steps.repeat_interleave(per_step)  # (L_k,)
+        return query_steps[:, None] >= key_steps[None, :]  # (L_q, L_k)
+
+    def _num_frames(self, features: Tensor) -> int:
+        if features.dim() != 3 or features.shape[-1] != self.config.embed_dim:
+            raise ValueError(
+                f"features must be (B, T*N, {self.config.embed_dim}), got {tuple(features.shape)}"
+            )
+        steps, remainder = divmod(features.shape[1], self.config.tokens_per_frame)
+        if remainder or steps == 0:
+            raise ValueError(
+                f"{features.shape[1]} tokens are not whole frames of {self.config.tokens_per_frame}"
+            )
+        return steps
+
+    def _check_inputs(self, batch: int, steps: int, name: str, tensor: Tensor, dim: int) -> None:
+        if (
+            tensor.dim() != 3
+            or tensor.shape[0] != batch
+            or tensor.shape[1] < steps
+            or tensor.shape[2] != dim
+        ):
+            raise ValueError(
+                f"{name} must be ({batch}, >= {steps}, {dim}), got {tuple(tensor.shape)}"
+            )
+
+    # -- forward passes -------------------------------------------------------------------------
+
+    def forward(
+        self, features: Tensor, actions: Tensor, states: Tensor, extrinsics: Tensor | None = None
+    ) -> Tensor:
+        """Teacher-forced prediction: frame t's outputs predict frame t+1. `-> (B, T*N, D)`."""
+        steps, batch = self._num_frames(features), features.shape[0]
+        self._check_inputs(batch, steps, "actions", actions, self.config.action_dim)
+        self._check_inputs(batch, steps, "states", states, self.config.state_dim)
+        x = self._tokens(features, actions[:, :steps], states[:, :steps], extrinsics)
+        rope = self.rope(0, steps, x.device)
+        mask = self.causal_mask(0, steps, x.device)
+        x = run_blocks(self.predictor_blocks, x, rope, mask, self.config.activation_checkpointing)
+        return self._frame_outputs(x, steps)  # (B, T*N, D)
+
+    def _cached_step(self, x: Tensor, first_step: int, cache: KVCache) -> Tensor:
+        """Run new steps' tokens `x (B, L, W)` through all blocks, extending `cache` in place."""
+        steps = x.shape[1] // (self.config.cond_tokens + self.config.tokens_per_frame)
+        rope = self.rope(first_step, steps, x.device)
+        mask = self.causal_mask(first_step, steps, x.device)
+        for layer, block in enumerate(self.blocks):
+            past = cache[layer] if layer < len(cache) else None
+            attended, present = _attend_cached(block.attn, block.norm1(x), rope, mask, past)
+            if layer < len(cache):
+                cache[layer] = present
+            else:
+                cache.append(present)
+            x = x + attended
+            x = x + block.mlp(block.norm2(x))  # (B, L, W)
+        return x
+
+    def rollout(
+        self,
+        context_features: Tensor,
+        states: Tensor,
+        actions: Tensor,
+        past_actions: Tensor | None = None,
+        state_update: StateUpdate = additive_state_update,
+        normalize: bool = True,
+    ) -> Tensor:
+        """Predict `H = actions.shape[1]` future frames autoregressively: `-> (B, H, N, D)`.
+
+        `context_features (B0, T0*N, D)` are the encoder features of the last T0 frames and
+        `states (B0, >= T0, S)` their states; `past_actions (B0, T0-1, A)` the actions between
+        them (needed when T0 > 1). `actions (B, H, A)` start at the last context frame; B may be
+        a multiple of B0 (robot-major: rows `r*S .. r*S+S-1` share context row r). States of
+        future steps not given are produced by `state_update(state, action)`. Predictions are
+        layer-normed (`normalize`) before being fed back, as in training and the official planner.
+        """
+        config, frames = self.config, self.config.tokens_per_frame
+        if config.use_extrinsics:
+            raise ValueError("rollout does not take extrinsics; use a predictor without them")
+        context_steps, contexts = self._num_frames(context_features), context_features.shape[0]
+        self._check_inputs(contexts, context_steps, "states", states, config.state_dim)
+        if context_steps > 1:
+            if past_actions is None:
+                raise ValueError(f"{context_steps} context frames need past_actions (B0, T0-1, A)")
+            self._check_inputs(
+                contexts, context_steps - 1, "past_actions", past_actions, config.action_dim
+            )
+        batch, horizon = actions.shape[0], actions.shape[1]
+        repeats, remainder = divmod(batch, contexts)
+        if remainder or repeats == 0:
+            raise ValueError(f"{batch} action rows do not split over {contexts} contexts")
+        self._check_inputs(batch, 1, "actions", actions, config.action_dim)
+        cache: KVCache = []
+        prefix = context_steps - 1
+        if prefix and past_actions is not None:  # steps shared by all samples of a robot
+            x = context_features[:, : prefix * frames]
+            x = self._tokens(x, past_actions[:, :prefix], states[:, :prefix], None)
+            self._cached_step(x, 0, cache)
+            cache = [
+                (k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0)) for k, v in cache
+            ]
+        frame = context_features[:, prefix * frames :].repeat_interleave(repeats, 0)  # (B, N, D)
+        state = states[:, prefix].repeat_interleave(repeats, 0)  # (B, S)
+        given = states[:, context_steps:].repeat_interleave(repeats, 0)  # (B, T_s - T0, S)
+        predictions = []
+        for step in range(horizon):
+            x = self._tokens(frame, actions[:, step : step + 1], state[:, None], None)
+            x = self._cached_step(x, prefix + step, cache)
+            frame = self._frame_outputs(x, 1)  # (B, N, D)
+            if normalize:
+                frame = layer_norm_features(frame)
+            predictions.append(frame)
+            state = (
+                given[:, step] if step < given.shape[1] else state_update(state, actions[:, step])
+            )
+        return torch.stack(predictions, dim=1)  # (B, H, N, D)
+
+
+def _attend_cached(
+    attn: Attention, x: Tensor, rope: RopeTables, mask: Tensor, past: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """`Attention` over new tokens `x (B, L, W)` plus cached keys/values of earlier steps.
+
+    `modeling.layers.Attention` has no cache, so this reuses its weights (`qkv`, `proj`) and the
+    shared RoPE; results equal running the whole sequence through `Attention` with the mask.
+    """
+    batch, length, width = x.shape
+    qkv = attn.qkv(x).unflatten(-1, (3, attn.num_heads, attn.head_dim))  # (B, L, 3, h, hd)
+    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, hd)
+    query, key = apply_rope(query, rope), apply_rope(key, rope)
+    if past is not None:
+        key = torch.cat([past[0], key], dim=2)  # (B, h, L_k, hd)
+        value = torch.cat([past[1], value], dim=2)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)  # (B, h, L, hd)
+    return attn.proj(out.transpose(1, 2).reshape(batch, length, width)), (key, value)
+
+
+# -- losses --------------------------------------------------------------------------------------
+
+
+class ACLosses(NamedTuple):
+    teacher_forcing: Tensor
+    rollout: Tensor
+
+
+def ac_losses(
+    model: ACPredictor,
+    features: Tensor,
+    actions: Tensor,
+    states: Tensor,
+    rollout_steps: int = 2,
+) -> ACLosses:
+    """Teacher-forcing and `rollout_steps`-step rollout losses of the official AC recipe.
+
+    `features (B, T*N, D)` are the frozen encoder's outputs for T frames, `actions (B, T-1, A)`
+    and `states (B, T, S)`. Features are layer-normed and serve as both input and target; both
+    losses are the L1 between layer-normed predictions and targets. The rollout feeds its own
+    predictions back from the first frame and uses the recorded states, as the official trainer.
+    """
+    frames = model.config.tokens_per_frame
+    steps = model._num_frames(features)
+    if steps < 2 or not 1 <= rollout_steps <= steps - 1:
+        raise ValueError(f"need T >= 2 frames and 1 <= rollout_steps <= T-1, got T={steps}")
+    target = layer_norm_features(features.detach())  # (B, T*N, D)
+    predicted = model(target[:, :-frames], actions, states[:, :-1])  # (B, (T-1)*N, D)
+    teacher = (layer_norm_features(predicted) - target[:, frames:]).abs().mean()
+    rolled = model.rollout(
+        target[:, :frames], states[:, :rollout_steps], actions[:, :rollout_steps]
+    )
+    rolled_target = target[:, frames : (rollout_steps + 1) * frames]  # (B, k*N, D)
+    rollout = (rolled.flatten(1, 2) - rolled_target).abs().mean()
+    return ACLosses(teacher_forcing=teacher, rollout=rollout)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+OFFICIAL_HEAD_DIM = 64
+OFFICIAL_PREFIXES = ("module.",)
+EXTRINSICS = "extrinsics_encoder."
+
+
+def official_to_own(state: Mapping[str, Tensor], config: ACPredictorConfig) -> StateDict:
+    """Map an official `predictor` state dict onto our names.
+
+    Names are the same once `module.` is stripped. The official model always builds
+    `extrinsics_encoder` (used only with `use_extrinsics`), so without it those keys are dropped.
+    """
+    own = strip_prefixes(state, OFFICIAL_PREFIXES)
+    if not config.use_extrinsics:
+        own = {key: value for key, value in own.items() if not key.startswith(EXTRINSICS)}
+    return own
+
+
+def _required(state: Mapping[str, Tensor], key: str) -> Tensor:
+    if key not in state:
+        raise CheckpointError(f"not an AC predictor state dict: missing {key!r}")
+    return state[key]
+
+
+def infer_ac_config(state: Mapping[str, Tensor], **overrides: Any) -> ACPredictorConfig:
+    """Config from tensor shapes; heads (head dim 64) and the frame grid (16 x 16) are assumed
+    unless given in `overrides`, since weights do not record them."""
+    state = strip_prefixes(state, OFFICIAL_PREFIXES)
+    width, embed_dim = _required(state, "predictor_embed.weight").shape
+    block_ids = {int(m.group(1)) for k in state if (m := re.match(r"predictor_blocks\.(\d+)\.", k))}
+    extrinsics = state.get(EXTRINSICS + "weight")
+    values: dict[str, Any] = {
+        "embed_dim": embed_dim,
+        "width": width,
+        "depth": max(block_ids) + 1 if block_ids else 0,
+        "num_heads": max(1, width // OFFICIAL_HEAD_DIM),
+        "mlp_hidden": _required(state, "predictor_blocks.0.mlp.fc1.weight").shape[0],
+        "action_dim": _required(state, "action_encoder.weight").shape[1],
+        "state_dim": _required(state, "state_encoder.weight").shape[1],
+        "qkv_bias": "predictor_blocks.0.attn.qkv.bias" in state,
+    }
+    if extrinsics is not None:
+        values["extrinsics_dim"] = extrinsics.shape[1]
+    return ACPredictorConfig.from_dict({**values, **overrides})
+
+
+def save_ac_predictor(model: ACPredictor, path: str | Path) -> Path:
+    """Write the project's own format (safetensors, kind `ac_predictor`, config in metadata)."""
+    return save_state(path, KIND, model.config.to_dict(), model.state_dict())
+
+
+def _official_state(path: str | Path) -> StateDict:
+    raw = read_torch_file(path)
+    if isinstance(raw, Mapping) and "predictor" in raw:
+        raw = raw["predictor"]
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path}: no 'predictor' state dict in this checkpoint")
+    return dict(raw)
+
+
+def load_ac_predictor(path: str | Path, config: ACPredictorConfig | None = None) -> ACPredictor:
+    """Load an AC predictor from the project's own safetensors file or an official `.pt`.
+
+    Official files hold `{"predictor": state_dict, ...}` (keys with `module.` prefixes) or the
+    bare state dict; without `config` it is inferred from the shapes (`infer_ac_config`).
+    Loading is strict: missing, unexpected or mis-shaped keys raise `CheckpointError`.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    if is_own_format(path):
+        kind, stored, state = read_state(path)
+        if kind != KIND:
+            raise CheckpointError(f"{path}: holds a {kind!r}, not an {KIND!r}")
+        config = config or ACPredictorConfig.from_dict(stored)
+    else:
+        official = strip_prefixes(_official_state(path), OFFICIAL_PREFIXES)
+        config = config or infer_ac_config(official)
+        state = official_to_own(official, config)
+    model = ACPredictor(config)
+    load_strict(model, state, f"AC predictor from {path}")
+    return model.eval()
