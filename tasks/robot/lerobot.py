@@ -263,10 +263,9 @@ class LeRobotWriter:
         data_mb = sum(t.nbytes for t in self._data_tables) / 2**20
         if data_mb >= self.limits.data_files_size_in_mb:
             self._flush_data()
-        if self._encoder is not None:
-            video_mb = os.path.getsize(self._encoder.path) / 2**20
-            if video_mb >= self.limits.video_files_size_in_mb:
-                self._close_video()
+        encoder = self._encoder
+        if encoder is not None and encoder.size_in_mb() >= self.limits.video_files_size_in_mb:
+            self._close_video()
 
     def _flush_data(self) -> None:
         if not self._data_tables:

@@ -125,7 +125,7 @@ class LeRobotReader:
             if key not in features:
                 raise LeRobotFormatError(
                     f"{where} has no {role} feature {key!r} (features: {sorted(features)}); "
-                    f"pass the right name as {role}_key (CLI: --{role}-key)"
+                    f"pass the dataset's name for it as {role}_key="
                 )
         if video_key is None:
             if not videos:
@@ -137,7 +137,7 @@ class LeRobotReader:
         if video_key not in videos:
             raise LeRobotFormatError(
                 f"{where} has no video feature {video_key!r} (video features: {videos}); "
-                "pass one of those as video_key (CLI: --video-key)"
+                "pass one of those as video_key="
             )
         return video_key
 

@@ -8,6 +8,7 @@ ffmpeg reads can be decoded.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -78,6 +79,13 @@ class VideoEncoder:
         except BrokenPipeError as error:
             raise VideoError(f"{self.path}: ffmpeg stopped: {self._stderr()}") from error
         self.num_frames += len(frames)
+
+    def size_in_mb(self) -> float:
+        """What ffmpeg has written so far (it lags the frames fed; 0 before the file exists)."""
+        try:
+            return os.path.getsize(self.path) / 2**20
+        except FileNotFoundError:
+            return 0.0
 
     def close(self) -> int:
         """Finish the file; returns the number of frames written."""

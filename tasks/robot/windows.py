@@ -13,6 +13,9 @@ With `actions="between"` (default) a window has T - 1 actions; with `"all"` it
 has T, the last one leading out of the window (so the window must fit in the
 episode one stride earlier).
 
+Consecutive windows start `shift` dataset frames apart (default 1: every
+start, so resampling wastes no recorded frame).
+
 `iter_windows` is a plain Python iterator; `window_dataset` gives a Ray Dataset
 (one row per window) for training with `get_dataset_shard`.
 """
@@ -43,7 +46,7 @@ class WindowConfig:
     size: tuple[int, int] | None = (
         None  # (height, width), multiples of 16; None keeps the stored size
     )
-    shift: int = 1  # control steps between the starts of consecutive windows
+    shift: int = 1  # dataset frames between the starts of consecutive windows
     actions: Literal["between", "all"] = "between"
     action_reduce: Literal["mean", "sum", "first", "last"] = "mean"
 
@@ -95,7 +98,7 @@ def episode_windows(episode: Episode, config: WindowConfig) -> Iterator[Window]:
     steps = config.num_frames if config.actions == "all" else config.num_frames - 1
     span = (config.num_frames - 1) * stride + 1  # dataset frames a window touches
     needed = max(span, steps * stride)  # the "all" mode also needs the last action's rows
-    for start in range(0, length - needed + 1, config.shift * stride):
+    for start in range(0, length - needed + 1, config.shift):
         picks = start + np.arange(config.num_frames) * stride  # (T,)
         raw = episode.actions[start : start + steps * stride]  # (steps * stride, A)
         actions = _reduce(raw.reshape(steps, stride, -1), config.action_reduce)  # (steps, A)
