@@ -257,36 +257,45 @@ def validate(config: CollectConfig) -> None:
         env.close()
 
 
+def _record(
+    config: CollectConfig, env: gym.Env[Any, Any], progress: ProgressFn | None
+) -> tuple[LeRobotWriter, list[float]]:
+    """Roll out and write every episode; the writer is made from the first episode's shapes."""
+    policy = make_policy(config.policy, check_env(env), config.seed)
+    task = config.task or f"{config.env} ({config.policy} policy)"
+    writer: LeRobotWriter | None = None
+    rewards: list[float] = []
+    try:
+        for episode in range(config.episodes):
+            data = rollout(env, policy, config.steps_per_episode, config.seed + episode)
+            if writer is None:
+                spec = _spec_for(config, data, env)
+                writer = LeRobotWriter(
+                    config.output, spec, config.limits, EncoderSettings(), config.overwrite
+                )
+            writer.add_episode(data.frames, data.states, data.actions, task)
+            rewards.append(data.total_reward)
+            if progress is not None:
+                progress(episode + 1, config.episodes, data)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    assert writer is not None  # episodes >= 1
+    writer.close()
+    return writer, rewards
+
+
 def collect(config: CollectConfig, progress: ProgressFn | None = None) -> CollectSummary:
     """Record `config.episodes` episodes; episode e starts from `reset(seed=config.seed + e)`."""
     started = time.monotonic()
     prepare_output(config.output, config.overwrite)
     env = make_env(config.env, config.env_kwargs)
     try:
-        policy = make_policy(config.policy, check_env(env), config.seed)
-        task = config.task or f"{config.env} ({config.policy} policy)"
-        writer: LeRobotWriter | None = None
-        rewards: list[float] = []
-        try:
-            for episode in range(config.episodes):
-                data = rollout(env, policy, config.steps_per_episode, config.seed + episode)
-                if writer is None:
-                    spec = _spec_for(config, data, env)
-                    writer = LeRobotWriter(
-                        config.output, spec, config.limits, EncoderSettings(), config.overwrite
-                    )
-                writer.add_episode(data.frames, data.states, data.actions, task)
-                rewards.append(data.total_reward)
-                if progress is not None:
-                    progress(episode + 1, config.episodes, data)
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-        assert writer is not None
-        writer.close()
+        writer, rewards = _record(config, env, progress)
     finally:
         env.close()
+    spec = writer.spec
     return CollectSummary(
         output=config.output,
         env=config.env,
@@ -294,11 +303,11 @@ def collect(config: CollectConfig, progress: ProgressFn | None = None) -> Collec
         episodes=config.episodes,
         frames=writer.total_frames,
         fps=config.fps,
-        video_key=writer.spec.video_key,
-        image_height=writer.spec.height,
-        image_width=writer.spec.width,
-        state_dim=writer.spec.state_dim,
-        action_dim=writer.spec.action_dim,
+        video_key=spec.video_key,
+        image_height=spec.height,
+        image_width=spec.width,
+        state_dim=spec.state_dim,
+        action_dim=spec.action_dim,
         mean_episode_length=writer.total_frames / config.episodes,
         mean_reward=float(np.mean(rewards)),
         seconds=round(time.monotonic() - started, 3),

@@ -5,7 +5,7 @@ parquet files, frames are streamed into chunked mp4 files (many episodes per
 file, back to back), and the metadata (`meta/episodes`, `meta/tasks.parquet`,
 `meta/stats.json`) is written on `close()`, `meta/info.json` last, so a dataset
 without `info.json` is an unfinished one. Remote outputs are staged in a local
-folder and uploaded on `close()`.
+folder and each file is uploaded as soon as it is complete.
 
 `LeRobotReader` opens any v3.0 dataset with a video feature, a state and an
 action feature (ours or LeRobot's) and returns whole episodes as arrays.
@@ -152,9 +152,9 @@ class LeRobotWriter:
             self.total_frames,
             len(self._tasks),
         )
-        self._write_json(INFO_PATH, info)
+        self._write_json(INFO_PATH, info)  # last: its presence marks a finished dataset
         if self._remote:
-            self._upload()
+            shutil.rmtree(self._root, ignore_errors=True)
         return info
 
     def abort(self) -> None:
@@ -280,6 +280,7 @@ class LeRobotWriter:
         if self._encoder is None:
             return
         self._encoder.close()
+        self._publish(os.path.relpath(self._encoder.path, self._root))
         self._encoder = None
         self._video = _OpenFile(sequence=self._video.sequence + 1)
 
@@ -297,6 +298,7 @@ class LeRobotWriter:
         local = os.path.join(self._root, relative)
         os.makedirs(os.path.dirname(local), exist_ok=True)
         pq.write_table(table, local)
+        self._publish(relative)
 
     def _write_tasks(self) -> None:
         import pandas as pd
@@ -310,23 +312,22 @@ class LeRobotWriter:
         local = os.path.join(self._root, TASKS_PATH)
         os.makedirs(os.path.dirname(local), exist_ok=True)
         frame.to_parquet(local)
+        self._publish(TASKS_PATH)
 
     def _write_json(self, relative: str, document: dict[str, Any]) -> None:
         local = os.path.join(self._root, relative)
         os.makedirs(os.path.dirname(local), exist_ok=True)
         with open(local, "w") as handle:
             json.dump(document, handle, indent=2)
+        self._publish(relative)
 
-    def _upload(self) -> None:
-        # info.json goes last: a reader never sees a dataset whose files are still coming.
-        files = []
-        for folder, _, names in os.walk(self._root):
-            files += [os.path.relpath(os.path.join(folder, name), self._root) for name in names]
-        files.sort(key=lambda relative: relative == INFO_PATH)
-        for relative in files:
-            target = storage.join(self._path, *relative.split(os.sep))
-            self._fs.put_file(os.path.join(self._root, relative), target)
-        shutil.rmtree(self._root, ignore_errors=True)
+    def _publish(self, relative: str) -> None:
+        """Remote output: upload a finished file and drop its staged copy (bounded local disk)."""
+        if not self._remote:
+            return
+        local = os.path.join(self._root, relative)
+        self._fs.put_file(local, storage.join(self._path, *relative.split(os.sep)))
+        os.remove(local)
 
 
 def _column(table: pa.Table, key: str) -> np.ndarray:

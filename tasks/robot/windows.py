@@ -173,4 +173,5 @@ def window_dataset(
     indices = reader.episode_indices if episodes is None else list(episodes)
     items = [{"episode_index": index} for index in indices]
     windower = EpisodeWindower(uri, config, reader.video_key, state_key, action_key)
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).flat_map(windower)
+    blocks = min(max(1, len(items)), 1024)  # one episode per block up to a cap: parallel decoding
+    return ray.data.from_items(items, override_num_blocks=blocks).flat_map(windower)
