@@ -21,3 +21,31 @@ def fail(message: str, code: int = 2) -> int:
     """Report a user-facing error on stderr and return the exit code."""
     print(f"vjepa: error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def add_scale_arguments(parser: Any) -> None:
+    """`--workers`, `--gpu`, `--max-failures`: how a Ray Train job is spread."""
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (bf16 autocast)")
+    parser.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)"
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="worker-group restarts from the last checkpoint before giving up (default 2)",
+    )
+
+
+def scale_config(args: Any) -> Any:
+    from tasks.training.launch import ScaleConfig
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    return ScaleConfig(
+        num_workers=args.workers,
+        use_gpu=args.gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        max_failures=args.max_failures,
+    )

@@ -1,0 +1,75 @@
+"""`vjepa pretrain`: masked latent-prediction pretraining of a video encoder on Ray Train."""
+
+from __future__ import annotations
+
+import argparse
+
+from flows.commands.common import UsageError, add_scale_arguments, emit_json, scale_config
+
+ORDER = 30
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a V-JEPA encoder on a curated dataset (Ray Train)",
+        description=(
+            "Masked latent prediction with an EMA target encoder on the clips of a curated "
+            "dataset. Checkpoints, metrics (JSON lines), loss.png, summary.json and "
+            "final/encoder.safetensors go to --output."
+        ),
+    )
+    parser.add_argument("--data", required=True, help="curated dataset (folder or s3:// prefix)")
+    parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
+    parser.add_argument(
+        "--preset", default="tiny", help="encoder preset: tiny, small, vitl, vith, vitg"
+    )
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per worker and step")
+    parser.add_argument("--lr", type=float, default=5.25e-4, help="peak learning rate")
+    parser.add_argument(
+        "--ema", type=float, default=0.99925, help="EMA momentum of the target encoder"
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    add_scale_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tasks.runtime import local_uri
+    from tasks.training.launch import ExistingRunError
+    from tasks.training.pretrain import PretrainConfig
+
+    try:
+        config = PretrainConfig(
+            data=local_uri(args.data),
+            output=local_uri(args.output),
+            preset=args.preset,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            peak_lr=args.lr,
+            ema_momentum=args.ema,
+            checkpoint_every=args.checkpoint_every,
+            seed=args.seed,
+            resume=args.resume,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    from flows.pretrain import pretrain_flow
+
+    try:
+        summary = pretrain_flow(config, scale_config(args))
+    except (ExistingRunError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from error
+    print(
+        f"pretrained {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "
+        f"{summary['final_loss']:.4f}; encoder at {summary['checkpoint']}"
+    )
+    if args.json:
+        emit_json(summary)
+    return 0
