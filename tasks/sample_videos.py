@@ -107,7 +107,9 @@ def render_frames(spec: VideoSpec) -> np.ndarray:
     colour = np.array(COLOURS[spec.colour], dtype=np.uint8)
     dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[spec.direction]
     speed = 0.3 * min(height, width)  # pixels per second
-    start_x, start_y = rng.uniform(0, width), rng.uniform(0, height)
+    # The cross-motion coordinate stays in the middle half, so a centre crop always sees the shape.
+    start_x = rng.uniform(0.25 * width, 0.75 * width)
+    start_y = rng.uniform(0.25 * height, 0.75 * height)
     frames = np.empty((spec.num_frames, height, width, 3), dtype=np.uint8)
     offsets = np.arange(-radius, radius + 1)
     for index in range(spec.num_frames):
