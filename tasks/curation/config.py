@@ -50,7 +50,7 @@ class CurationConfig:
     strict_decode: bool = True  # a decode error anywhere rejects the whole source
     blank_std_threshold: float = 4.0  # luma std (0-255) below which a frame counts as blank
     blank_frame_fraction: float = 0.5  # a clip is blank when this share of frames is blank
-    frozen_motion_threshold: float = 0.001  # motion score (0-1) below which a clip is frozen
+    frozen_motion_threshold: float = 0.003  # motion score (0-1) below which a clip is frozen
     quality_stride: int = 4  # spatial subsampling for the quality statistics
     rows_per_shard: int = 64
     shard_compression: str = "zstd"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks import storage
 from tasks.curation.config import CurationConfig
 from tasks.curation.dataset import SourceResult, commit_source, load_committed
 from tasks.curation.decode import DecodeStage
@@ -54,6 +55,8 @@ class CurationPlan:
 
 def plan_curation(inputs: list[str], output: str, config: CurationConfig) -> CurationPlan:
     """Discover the inputs and load the commits a previous (possibly killed) run left."""
+    if not storage.is_remote(output):
+        output = os.path.abspath(output)  # Ray workers may not share the driver's cwd
     sources, missing = discover_sources(inputs, config.video_extensions)
     keys = {item.key(config.fingerprint()) for item in sources}
     committed = {key: result for key, result in load_committed(output).items() if key in keys}
