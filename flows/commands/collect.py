@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=config.overwrite,
             env_kwargs=config.env_kwargs,
         )
-    except VideoError as error:
+    except (VideoError, ValueError) as error:  # mid-run: an encoder failure or an odd episode
         return fail(str(error), code=1)
     print(
         f"recorded {summary['episodes']} episodes ({summary['frames']} frames, "

@@ -251,7 +251,9 @@ def validate(config: CollectConfig) -> None:
         action_space = check_env(env)
         make_policy(config.policy, action_space, config.seed)
         observation, info = env.reset(seed=config.seed)
-        _frame(env)
+        height, width = _frame(env).shape[:2]
+        if height % 2 or width % 2:
+            raise CollectError(f"frames are {width}x{height}; h264 in mp4 needs even sizes")
         extract_state(observation, info, env.observation_space)
     finally:
         env.close()
