@@ -257,6 +257,29 @@ class ACPredictor(nn.Module):
             x = x + block.mlp(block.norm2(x))  # (B, L, W)
         return x
 
+    def _check_rollout(
+        self, context: Tensor, states: Tensor, actions: Tensor, past_actions: Tensor | None
+    ) -> tuple[int, int]:
+        """Validate rollout inputs; return (context frames T0, samples per context row)."""
+        config = self.config
+        if config.use_extrinsics:
+            raise ValueError("rollout does not take extrinsics; use a predictor without them")
+        context_steps, contexts = self._num_frames(context), context.shape[0]
+        self._check_inputs(contexts, context_steps, "states", states, config.state_dim)
+        if context_steps > 1:
+            if past_actions is None:
+                raise ValueError(f"{context_steps} context frames need past_actions (B0, T0-1, A)")
+            self._check_inputs(
+                contexts, context_steps - 1, "past_actions", past_actions, config.action_dim
+            )
+        repeats, remainder = divmod(actions.shape[0], contexts)
+        if remainder or repeats == 0:
+            raise ValueError(
+                f"{actions.shape[0]} action rows do not split over {contexts} contexts"
+            )
+        self._check_inputs(actions.shape[0], 1, "actions", actions, config.action_dim)
+        return context_steps, repeats
+
     def rollout(
         self,
         context_features: Tensor,
@@ -275,25 +298,13 @@ class ACPredictor(nn.Module):
         future steps not given are produced by `state_update(state, action)`. Predictions are
         layer-normed (`normalize`) before being fed back, as in training and the official planner.
         """
-        config, frames = self.config, self.config.tokens_per_frame
-        if config.use_extrinsics:
-            raise ValueError("rollout does not take extrinsics; use a predictor without them")
-        context_steps, contexts = self._num_frames(context_features), context_features.shape[0]
-        self._check_inputs(contexts, context_steps, "states", states, config.state_dim)
-        if context_steps > 1:
-            if past_actions is None:
-                raise ValueError(f"{context_steps} context frames need past_actions (B0, T0-1, A)")
-            self._check_inputs(
-                contexts, context_steps - 1, "past_actions", past_actions, config.action_dim
-            )
-        batch, horizon = actions.shape[0], actions.shape[1]
-        repeats, remainder = divmod(batch, contexts)
-        if remainder or repeats == 0:
-            raise ValueError(f"{batch} action rows do not split over {contexts} contexts")
-        self._check_inputs(batch, 1, "actions", actions, config.action_dim)
+        frames = self.config.tokens_per_frame
+        context_steps, repeats = self._check_rollout(
+            context_features, states, actions, past_actions
+        )
+        prefix = context_steps - 1  # steps before the last context frame, shared per robot
         cache: KVCache = []
-        prefix = context_steps - 1
-        if prefix and past_actions is not None:  # steps shared by all samples of a robot
+        if prefix and past_actions is not None:
             x = context_features[:, : prefix * frames]
             x = self._tokens(x, past_actions[:, :prefix], states[:, :prefix], None)
             self._cached_step(x, 0, cache)
@@ -304,7 +315,7 @@ class ACPredictor(nn.Module):
         state = states[:, prefix].repeat_interleave(repeats, 0)  # (B, S)
         given = states[:, context_steps:].repeat_interleave(repeats, 0)  # (B, T_s - T0, S)
         predictions = []
-        for step in range(horizon):
+        for step in range(actions.shape[1]):
             x = self._tokens(frame, actions[:, step : step + 1], state[:, None], None)
             x = self._cached_step(x, prefix + step, cache)
             frame = self._frame_outputs(x, 1)  # (B, N, D)

@@ -71,10 +71,10 @@ def shift_plan(plan: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Te
 
 
 def _bounds(
-    low: torch.Tensor | float, high: torch.Tensor | float, action_dim: int
+    low: torch.Tensor | float, high: torch.Tensor | float, action_dim: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    low_t = torch.as_tensor(low, dtype=torch.float32).expand(action_dim).clone()  # (A,)
-    high_t = torch.as_tensor(high, dtype=torch.float32).expand(action_dim).clone()  # (A,)
+    low_t = torch.as_tensor(low, dtype=torch.float32, device=device).expand(action_dim).clone()
+    high_t = torch.as_tensor(high, dtype=torch.float32, device=device).expand(action_dim).clone()
     if bool((high_t <= low_t).any()):
         raise ValueError(f"action bounds need low < high, got low={low_t}, high={high_t}")
     return low_t, high_t
@@ -87,7 +87,11 @@ def _initial_mean(
         return center.expand(shape).clone()  # (R, H, A)
     if tuple(warm_start.shape) != shape:
         raise ValueError(f"warm_start must be {shape}, got {tuple(warm_start.shape)}")
-    return warm_start.to(center.dtype).clone()
+    return warm_start.to(device=center.device, dtype=center.dtype).clone()
+
+
+def _default_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
 
 
 def _score(energy_fn: EnergyFn, candidates: torch.Tensor) -> torch.Tensor:
@@ -97,7 +101,23 @@ def _score(energy_fn: EnergyFn, candidates: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"energy_fn must return ({robots * samples},), got {tuple(energies.shape)}"
         )
-    return energies.view(robots, samples).float()  # (R, S)
+    return energies.view(robots, samples).to(candidates.device, torch.float32)  # (R, S)
+
+
+def _refit(
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    elites: torch.Tensor,
+    config: CEMConfig,
+    half: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the Gaussian `(R, H, A)` towards the elites `(R, k, H, A)` with momentum."""
+    new_mean = (1 - config.momentum_mean) * elites.mean(dim=1) + config.momentum_mean * mean
+    elite_std = elites.std(dim=1, unbiased=config.num_elites > 1)  # (R, H, A)
+    new_std = (1 - config.momentum_std) * elite_std + config.momentum_std * std
+    return new_mean, torch.minimum(
+        torch.maximum(new_std, half * config.min_std), half * config.max_std
+    )
 
 
 def cem_plan(
@@ -109,41 +129,42 @@ def cem_plan(
     config: CEMConfig | None = None,
     warm_start: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
 ) -> CEMResult:
     """Minimise `energy_fn` over `(R, H, A)` action plans within `[low, high]` per dimension.
 
     `energy_fn` gets `(R*S, H, A)` candidates (robot-major) and returns `(R*S,)` energies.
     `warm_start (R, H, A)` (e.g. `shift_plan(previous)`) replaces the centre of the bounds as the
-    first mean and uses the narrower `warm_start_std`.
+    first mean and uses the narrower `warm_start_std`. Candidates live on `device` (default: the
+    generator's device), which must be the generator's device.
     """
     config = config or CEMConfig()
-    low_t, high_t = _bounds(low, high, action_dim)
+    device = torch.device(device) if device is not None else _default_device(generator)
+    low_t, high_t = _bounds(low, high, action_dim, device)
     half_width = (high_t - low_t) / 2  # (A,)
     shape = (num_robots, config.horizon, action_dim)
     mean = _initial_mean(warm_start, shape, (low_t + high_t) / 2)  # (R, H, A)
     std_fraction = config.init_std if warm_start is None else config.warm_start_std
     std = (half_width * std_fraction).expand(shape).clone()  # (R, H, A)
     best_plan = mean.clamp(low_t, high_t)
-    best_energy = torch.full((num_robots,), float("inf"))
+    best_energy = torch.full((num_robots,), float("inf"), device=device)
     history = []
     for _ in range(config.num_iterations):
-        noise = torch.randn((num_robots, config.num_samples, *shape[1:]), generator=generator)
+        noise = torch.randn(
+            (num_robots, config.num_samples, *shape[1:]), generator=generator, device=device
+        )
         candidates = mean[:, None] + std[:, None] * noise  # (R, S, H, A)
         candidates[:, 0] = mean  # the current mean is always scored
         candidates = torch.clamp(candidates, low_t, high_t)
         energies = _score(energy_fn, candidates)  # (R, S)
         elite_energy, elite_index = energies.topk(config.num_elites, dim=1, largest=False)
-        elites = candidates[torch.arange(num_robots)[:, None], elite_index]  # (R, k, H, A)
+        robot_index = torch.arange(num_robots, device=device)[:, None]  # (R, 1)
+        elites = candidates[robot_index, elite_index]  # (R, k, H, A)
         improved = elite_energy[:, 0] < best_energy  # (R,)
         best_plan[improved] = elites[improved, 0]
         best_energy = torch.where(improved, elite_energy[:, 0], best_energy)
         history.append(best_energy.clone())
-        mean = (1 - config.momentum_mean) * elites.mean(dim=1) + config.momentum_mean * mean
-        elite_std = elites.std(dim=1, unbiased=config.num_elites > 1)  # (R, H, A)
-        std = (1 - config.momentum_std) * elite_std + config.momentum_std * std
-        std = torch.minimum(
-            torch.maximum(std, half_width * config.min_std), half_width * config.max_std
-        )
+        mean, std = _refit(mean, std, elites, config, half_width)
     return CEMResult(plan=best_plan, energy=best_energy, history=torch.stack(history))
 
 
