@@ -51,8 +51,8 @@ class ChunkLimits:
     """When to start a new file (size) and a new chunk folder (files per chunk), as LeRobot does."""
 
     chunks_size: int = 1000
-    data_files_size_in_mb: float = 100.0
-    video_files_size_in_mb: float = 200.0
+    data_files_size_in_mb: float = 100
+    video_files_size_in_mb: float = 200
 
 
 def chunk_and_file(sequence: int, chunks_size: int) -> tuple[int, int]:

@@ -105,3 +105,5 @@ def test_registered_with_gymnasium_and_by_module_class() -> None:
     direct = make_env("tasks.robot.env:PointReachEnv")
     assert isinstance(direct, PointReachEnv)
     assert direct.render_mode == "rgb_array"
+    by_gym_form = make_env("tasks.robot:vjepa/PointReach-v0")  # Gymnasium's module:EnvId
+    assert isinstance(by_gym_form.unwrapped, PointReachEnv)
