@@ -1,0 +1,68 @@
+"""Compose the serving application and write its Serve config file.
+
+`build_app(config)` binds Planner and Embedder into the Ingress with their replica settings.
+`app_builder(args)` is the `import_path` target of the Serve config (`serve deploy`, KubeRay
+RayService `serveConfigV2`): it validates `args` as a `ServingConfig`. `serve_config(config)` is
+that file as a dict; the bearer token is referenced by `token_env`, never written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from ray.serve import Application, Deployment
+
+from serving.config import ServingConfig
+from serving.embedder import Embedder
+from serving.ingress import Ingress
+from serving.planner import Planner
+
+APP_NAME = "vjepa"
+IMPORT_PATH = "serving.app:app_builder"
+
+
+def _deployment(target: Any) -> Deployment:
+    """The decorated classes are `Deployment`s at run time; mypy sees the plain classes."""
+    return cast(Deployment, target)
+
+
+def planner_options(config: ServingConfig) -> dict[str, Any]:
+    options = config.planner.deployment_options()
+    # a replica must accept at least a full batch at once, or batches can never fill
+    batch = config.batching.effective_batch_size
+    options["max_ongoing_requests"] = max(options["max_ongoing_requests"], 2 * batch)
+    return options
+
+
+def build_app(config: ServingConfig) -> Application:
+    """The application graph: Ingress(planner=Planner, embedder=Embedder)."""
+    planner = _deployment(Planner).options(**planner_options(config)).bind(config)
+    embedder = _deployment(Embedder).options(**config.embedder.deployment_options()).bind(config)
+    ingress = _deployment(Ingress).options(**config.ingress.deployment_options())
+    return ingress.bind(planner, embedder, config)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point for `serve deploy` / `serve run serving.app:app_builder key=value`."""
+    return build_app(ServingConfig.model_validate(args))
+
+
+def serve_config(config: ServingConfig) -> dict[str, Any]:
+    """A Serve config (the `serve deploy` file, or a RayService's `serveConfigV2`)."""
+    deployments = [
+        {"name": "Ingress", **config.ingress.deployment_options()},
+        {"name": "Planner", **planner_options(config)},
+        {"name": "Embedder", **config.embedder.deployment_options()},
+    ]
+    application: dict[str, Any] = {
+        "name": APP_NAME,
+        "route_prefix": "/",
+        "import_path": IMPORT_PATH,
+        "args": config.public_dict(),
+        "deployments": deployments,
+    }
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": config.host, "port": config.port},
+        "applications": [application],
+    }

@@ -1,0 +1,142 @@
+"""Robot-side clients for the serving API (httpx, timeouts, retries with backoff).
+
+`PlannerClient(url, token).plan(frames, state, goal, previous_plan=None)` returns a `PlanResult`
+whose `actions (H, A)` the robot executes (usually the first one) before asking again with the
+plan as `previous_plan`. Connection errors, timeouts and 5xx answers (a replica restarting) are
+retried with exponential backoff; 4xx answers raise `ServingError` with the server's message at
+once, since repeating a bad request cannot help. Planning and embedding are pure functions of
+their inputs, so a retried POST is safe.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import msgpack
+import numpy as np
+
+from serving.codec import CONTENT_TYPE, decode_array, pack
+from serving.schemas import PlanResult
+
+
+class ServingError(RuntimeError):
+    """The server refused the request (4xx) or kept failing after all retries."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Client:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 5,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        if retries < 0 or backoff < 0:
+            raise ValueError("retries and backoff must be >= 0")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
+        headers = {"Content-Type": CONTENT_TYPE} if body is not None else None
+        last = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+            try:
+                response = self.http.request(method, path, content=body, headers=headers)
+            except httpx.TransportError as error:  # connect/read errors and timeouts
+                last = f"{type(error).__name__}: {error}"
+                continue
+            if response.status_code < 400:
+                return response
+            detail = _detail(response)
+            if response.status_code < 500:
+                raise ServingError(f"{response.status_code}: {detail}", response.status_code)
+            last = f"{response.status_code}: {detail}"
+        raise ServingError(f"{method} {path} failed after {self.retries + 1} attempts ({last})")
+
+    def _post(self, path: str, message: dict[str, Any]) -> dict[str, Any]:
+        response = self._send("POST", path, pack(message))
+        return dict(msgpack.unpackb(response.content, raw=False))
+
+    def health(self) -> bool:
+        """True when `/healthz` answers 200 (one attempt, no retries)."""
+        try:
+            return self.http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def models(self) -> dict[str, Any]:
+        """The `/v1/models` description (served models, default, encoder, batching)."""
+        return dict(self._send("GET", "/v1/models").json())
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:500]
+
+
+class PlannerClient(_Client):
+    """Ask the planner for an action sequence for one robot."""
+
+    def plan(
+        self,
+        frames: np.ndarray,
+        state: np.ndarray,
+        goal: np.ndarray,
+        previous_plan: np.ndarray | None = None,
+        model: str | None = None,
+        seed: int | None = None,
+    ) -> PlanResult:
+        """frames `(1, H, W, 3)` or `(H, W, 3)` uint8, state `(S,)`, goal `(H, W, 3)` uint8."""
+        message: dict[str, Any] = {"frames": np.asarray(frames), "state": np.asarray(state)}
+        message["goal"] = np.asarray(goal)
+        if previous_plan is not None:
+            message["previous_plan"] = np.asarray(previous_plan, dtype=np.float32)
+        if model is not None:
+            message["model"] = model
+        if seed is not None:
+            message["seed"] = int(seed)
+        reply = self._post("/v1/plan", message)
+        timing = reply.get("timing", {})
+        return PlanResult(
+            actions=decode_array("actions", reply["actions"]),
+            energy=float(reply["energy"]),
+            model=str(reply["model"]),
+            batch_size=int(timing.get("batch_size", 1)),
+            queue_ms=float(timing.get("queue_ms", 0.0)),
+            plan_ms=float(timing.get("plan_ms", 0.0)),
+            server_ms=float(timing.get("server_ms", 0.0)),
+        )
+
+
+class EmbeddingClient(_Client):
+    """Encode video clips into V-JEPA 2 features."""
+
+    def embed(self, frames: np.ndarray, pool: bool = False) -> np.ndarray:
+        """uint8 `(T, H, W, 3)` -> `(N, D)` (or `(B, T, H, W, 3)` -> `(B, N, D)`); pooled: `D`."""
+        reply = self._post("/v1/embed", {"frames": np.asarray(frames), "pool": pool})
+        return decode_array("features", reply["features"])

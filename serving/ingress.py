@@ -1,0 +1,152 @@
+"""The HTTP ingress: one FastAPI app in front of the planner and embedder deployments.
+
+Order of checks on a POST: bearer token (401) -> content type (415) -> body size (413, from
+`Content-Length` and while streaming) -> msgpack/npy decoding (400/422) -> shape, dtype and
+finiteness against the model's spec (422, naming the field) -> the deployment call. Client
+errors are JSON `{"detail", "field"}`; a replica that died mid-request gives 503 with
+`Retry-After` (the client retries). Nothing in a request is ever unpickled.
+
+No `from __future__ import annotations` here: FastAPI must see the real `Request` annotation
+of the route methods, which Serve rewraps.
+"""
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
+
+from serving.auth import check_bearer
+from serving.codec import CONTENT_TYPE, MSGPACK_TYPES, RequestError, pack, unpack
+from serving.config import ServingConfig
+from serving.schemas import (
+    EMBED_FIELDS,
+    PLAN_FIELDS,
+    EncoderInfo,
+    HealthResponse,
+    ModelInfo,
+    ModelsResponse,
+    parse_embed,
+    parse_plan,
+)
+
+logger = logging.getLogger("ray.serve")
+UNAVAILABLE = (RayActorError, BackPressureError, DeploymentUnavailableError, TimeoutError)
+
+app = FastAPI(
+    title="V-JEPA 2 serving",
+    description="Embeddings and fleet CEM planning; arrays travel as msgpack + .npy.",
+    version="1",
+)
+
+
+@app.exception_handler(RequestError)
+async def _request_error(_: Request, error: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    if error.status == 503:
+        headers = {"Retry-After": "1"}
+    return JSONResponse(error.payload(), status_code=error.status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body after the content-type and size checks."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in MSGPACK_TYPES:
+        raise RequestError(
+            415, f"Content-Type must be {CONTENT_TYPE}, got {content_type or 'nothing'}"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError(400, f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise RequestError(413, f"body of {declared} bytes exceeds the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def msgpack_response(message: dict[str, Any]) -> Response:
+    return Response(content=pack(message), media_type=CONTENT_TYPE)
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    """Routes, auth and validation; the model work happens in the bound deployments."""
+
+    def __init__(
+        self, planner: DeploymentHandle, embedder: DeploymentHandle, config: ServingConfig
+    ) -> None:
+        self.planner = planner
+        self.embedder = embedder
+        self.config = config
+        self.token = config.resolve_token()
+        self._models: dict[str, ModelInfo] | None = None
+        self._encoder: EncoderInfo | None = None
+
+    async def _call(self, handle: DeploymentHandle, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(handle, method).remote(*args)
+        except UNAVAILABLE as error:
+            logger.warning("deployment unavailable for %s: %s", method, error)
+            raise RequestError(503, f"the {method} service is restarting; retry") from None
+
+    async def models_info(self) -> dict[str, ModelInfo]:
+        if self._models is None:
+            self._models = await self._call(self.planner, "describe")
+        return self._models
+
+    async def encoder_info(self) -> EncoderInfo:
+        if self._encoder is None:
+            self._encoder = await self._call(self.embedder, "describe")
+        return self._encoder
+
+    @app.get("/healthz")
+    async def healthz(self) -> HealthResponse:
+        return HealthResponse()
+
+    @app.get("/v1/models")
+    async def models(self, request: Request) -> ModelsResponse:
+        check_bearer(request.headers.get("authorization"), self.token)
+        batching = self.config.batching
+        return ModelsResponse(
+            default_model=self.config.default_model,
+            models=list((await self.models_info()).values()),
+            encoder=await self.encoder_info(),
+            batching=batching.enabled,
+            max_batch_size=batching.effective_batch_size,
+        )
+
+    @app.post("/v1/plan")
+    async def plan(self, request: Request) -> Response:
+        started = time.perf_counter()
+        check_bearer(request.headers.get("authorization"), self.token)
+        message = unpack(await read_body(request, self.config.limits.max_body_bytes), PLAN_FIELDS)
+        parsed = parse_plan(message, await self.models_info(), self.config.default_model)
+        result = await self._call(self.planner, "plan", parsed)
+        result = result.model_copy(update={"server_ms": (time.perf_counter() - started) * 1000})
+        return msgpack_response(result.to_message())
+
+    @app.post("/v1/embed")
+    async def embed(self, request: Request) -> Response:
+        check_bearer(request.headers.get("authorization"), self.token)
+        limits = self.config.limits
+        message = unpack(await read_body(request, limits.max_body_bytes), EMBED_FIELDS)
+        parsed = parse_embed(
+            message, await self.encoder_info(), limits.max_embed_frames, limits.max_image_size
+        )
+        features: np.ndarray = await self._call(self.embedder, "embed", parsed)
+        if not parsed.batched:
+            features = features[0]  # (N, D) or (D,)
+        return msgpack_response({"features": features.astype(np.float32)})

@@ -1,0 +1,70 @@
+"""The planner deployment: world models loaded once per replica, robots batched across requests.
+
+`@serve.batch` collects the requests that arrive within a few milliseconds (up to
+`max_batch_size`); `FleetPlanner` turns each batch into one `WorldModel.plan` call per model. The
+batch runs in a worker thread so the replica keeps accepting (and queueing) the next requests
+while it plans. `max_batch_size=1` (batching disabled) plans every request on its own: the
+baseline of the serving benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import torch
+from ray import serve
+
+from serving.bundles import fetch_world_model
+from serving.config import ServingConfig
+from serving.fleet import FleetPlanner
+from serving.schemas import ModelInfo, PlanRequest, PlanResult
+
+Job = tuple[PlanRequest, float]  # the request and when it reached the replica (perf_counter)
+
+
+def configure_batch(method: Any, max_batch_size: int, wait_timeout_s: float) -> None:
+    """Apply the configured size and wait to a `@serve.batch` method (typed loosely by Ray)."""
+    method.set_max_batch_size(max_batch_size)
+    method.set_batch_wait_timeout_s(wait_timeout_s)
+
+
+def configure_torch(threads: int | None) -> None:
+    """Intra-op threads of this replica (Ray already sets it from num_cpus if left None)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+@serve.deployment(name="Planner")
+class Planner:
+    """Fleet CEM planning over the configured world models."""
+
+    def __init__(self, config: ServingConfig) -> None:
+        configure_torch(config.torch_threads)
+        models = {
+            name: fetch_world_model(uri, config.cache_dir) for name, uri in config.models.items()
+        }
+        self.fleet = FleetPlanner(models)
+        batching = config.batching
+        configure_batch(self._plan_batch, batching.effective_batch_size, batching.wait_timeout_s)
+
+    def describe(self) -> dict[str, ModelInfo]:
+        """The served models, default first."""
+        return dict(self.fleet.infos)
+
+    async def plan(self, request: PlanRequest) -> PlanResult:
+        """Plan for one robot; joins whatever batch is forming."""
+        return await self._plan_batch((request, time.perf_counter()))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _plan_batch(self, jobs: list[Job]) -> list[PlanResult]:
+        return await asyncio.to_thread(self._plan_now, jobs)
+
+    def _plan_now(self, jobs: list[Job]) -> list[PlanResult]:
+        started = time.perf_counter()
+        results = self.fleet([request for request, _ in jobs])
+        return [
+            result.model_copy(update={"queue_ms": (started - arrived) * 1000})
+            for result, (_, arrived) in zip(results, jobs, strict=True)
+        ]
