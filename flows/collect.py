@@ -18,7 +18,8 @@ from tasks.robot.collect import CollectConfig, CollectSummary, EpisodeData, coll
 ARTIFACT_KEY = "collect-summary"
 
 
-@task(name="collect-episodes", cache_policy=NO_CACHE)
+# No retries: a rerun over a half-written output is refused; rerun with overwrite instead.
+@task(name="collect-episodes", cache_policy=NO_CACHE, retries=0)
 def collect_episodes(config: CollectConfig) -> CollectSummary:
     """Roll out the policy and write the dataset; prints one progress line per episode."""
     logger = get_run_logger()

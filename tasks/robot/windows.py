@@ -130,8 +130,9 @@ def iter_windows(
 class EpisodeWindower:
     """The Ray `flat_map` step: an episode row `{"episode_index": i}` -> its windows.
 
-    Plain callable (not an actor); the reader is opened once per worker process
-    and reused for the episodes that land there.
+    Plain callable (not an actor): Ray ships a copy per task, which opens the
+    reader (info.json + episode metadata, small reads) on its first row and
+    reuses it for the rest of that block.
     """
 
     def __init__(
