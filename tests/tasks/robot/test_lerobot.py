@@ -79,14 +79,15 @@ def test_rollover_into_many_files_and_chunks(tmp_path: Path) -> None:
 
 
 def _foreign_dataset(root: Path) -> np.ndarray:
-    """A dataset laid out by hand as LeRobot writes it: other keys, list columns, 20 fps."""
+    """A dataset laid out by hand as LeRobot writes it: other keys, list columns, AV1, 20 fps."""
     key, fps, length = "observation.images.cam_high", 20, 12
-    frames = np.zeros((2 * length, 48, 32, 3), dtype=np.uint8)  # (N, H, W, 3)
+    frames = np.zeros((2 * length, 80, 64, 3), dtype=np.uint8)  # (N, H, W, 3)
     for index in range(len(frames)):
         frames[index, :, : index + 1] = 200  # a bar whose width counts the frame
     video = root / f"videos/{key}/chunk-000/file-000.mp4"
     video.parent.mkdir(parents=True)
-    with VideoEncoder(str(video), 32, 48, fps, EncoderSettings(crf=10)) as encoder:
+    av1 = EncoderSettings(codec="libsvtav1", crf=30, gop=2, preset="10")  # LeRobot's default codec
+    with VideoEncoder(str(video), 64, 80, fps, av1) as encoder:
         encoder.write(frames)
     states = np.arange(2 * length * 3, dtype=np.float32).reshape(-1, 3)  # (N, 3)
     data = {
@@ -110,7 +111,7 @@ def _foreign_dataset(root: Path) -> np.ndarray:
     (root / "meta/episodes/chunk-000").mkdir(parents=True)
     pq.write_table(pa.table(episodes), root / "meta/episodes/chunk-000/file-000.parquet")
     features = {
-        key: {"dtype": "video", "shape": [48, 32, 3]},
+        key: {"dtype": "video", "shape": [80, 64, 3]},
         "observation.state": {"dtype": "float32", "shape": [3]},
         "action": {"dtype": "float32", "shape": [1]},
     }
@@ -131,8 +132,8 @@ def test_reads_a_foreign_v3_dataset(tmp_path: Path) -> None:
     assert reader.video_key == "observation.images.cam_high" and reader.fps == 20
     second = reader.read_episode(1)
     np.testing.assert_array_equal(second.states, states[12:])
-    assert second.frames.shape == (12, 48, 32, 3) and second.actions.shape == (12, 1)
-    widths = (second.frames[:, 24, :, 0] > 100).sum(axis=1)  # bar width = global frame + 1
+    assert second.frames.shape == (12, 80, 64, 3) and second.actions.shape == (12, 1)
+    widths = (second.frames[:, 40, :, 0] > 100).sum(axis=1)  # bar width = global frame + 1
     np.testing.assert_array_equal(widths, np.arange(13, 25))
     assert reader.read_episode(0, size=(16, 16)).frames.shape == (12, 16, 16, 3)
 
