@@ -235,6 +235,9 @@ class ACPredictor(nn.Module):
         steps, batch = self._num_frames(features), features.shape[0]
         self._check_inputs(batch, steps, "actions", actions, self.config.action_dim)
         self._check_inputs(batch, steps, "states", states, self.config.state_dim)
+        if extrinsics is not None:
+            self._check_inputs(batch, steps, "extrinsics", extrinsics, self.config.extrinsics_dim)
+            extrinsics = extrinsics[:, :steps]
         x = self._tokens(features, actions[:, :steps], states[:, :steps], extrinsics)
         rope = self.rope(0, steps, x.device)
         mask = self.causal_mask(0, steps, x.device)

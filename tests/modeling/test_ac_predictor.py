@@ -260,3 +260,27 @@ def test_own_format_round_trip(model: ACPredictor, tmp_path: Path) -> None:
     features, actions, states = _inputs(model.config)
     with torch.no_grad():
         assert torch.equal(loaded(features, actions, states), model(features, actions, states))
+
+
+def test_extrinsics_token_variant_loads_and_stays_causal(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    config = ac_tiny(action_dim=7, state_dim=7, use_extrinsics=True)
+    model = ACPredictor(config).eval()
+    features, actions, states = _inputs(config, steps=3)
+    extrinsics = torch.randn(2, 3, config.extrinsics_dim)
+    assert config.cond_tokens == 3
+    with pytest.raises(ValueError, match="extrinsics"):
+        model(features, actions, states)
+    with torch.no_grad():
+        reference = model(features, actions, states, extrinsics)
+        changed = extrinsics.clone()
+        changed[:, 2] += 1.0
+        output = model(features, actions, states, changed)
+    frames = config.tokens_per_frame
+    assert torch.equal(output[:, : 2 * frames], reference[:, : 2 * frames])
+    assert not torch.equal(output[:, 2 * frames :], reference[:, 2 * frames :])
+    path = tmp_path / "ac_extrinsics.pt"
+    torch.save({"predictor": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    loaded = load_ac_predictor(path, config=config)  # extrinsics keys are kept, not dropped
+    with torch.no_grad():
+        assert torch.equal(loaded(features, actions, states, extrinsics), reference)
