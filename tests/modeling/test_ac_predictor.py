@@ -212,12 +212,42 @@ def test_losses_match_hand_computation_and_train(model: ACPredictor) -> None:
         ac_losses(model, features, actions[:, :2], states, rollout_steps=3)
 
 
+OFFICIAL_BLOCK_KEYS = [
+    f"{module}.{param}"
+    for module in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    for param in ("weight", "bias")
+]
+OFFICIAL_TOP_KEYS = [
+    f"{module}.{param}"
+    for module in (
+        "predictor_embed",
+        "action_encoder",
+        "state_encoder",
+        "extrinsics_encoder",
+        "predictor_norm",
+        "predictor_proj",
+    )
+    for param in ("weight", "bias")
+]
+
+
+def _official_names(depth: int) -> list[str]:
+    """State-dict keys of the official `VisionTransformerPredictorAC` (src/models/ac_predictor.py)."""
+    blocks = [f"predictor_blocks.{i}.{key}" for i in range(depth) for key in OFFICIAL_BLOCK_KEYS]
+    return OFFICIAL_TOP_KEYS + blocks
+
+
 def _official_checkpoint(model: ACPredictor, path: Path) -> None:
     """An official-layout AC file: DDP `module.` keys, the always-built extrinsics encoder."""
     width, action_dim = model.config.width, model.config.action_dim
-    predictor = {f"module.{key}": value.clone() for key, value in model.state_dict().items()}
-    predictor["module.extrinsics_encoder.weight"] = torch.randn(width, action_dim - 1)
-    predictor["module.extrinsics_encoder.bias"] = torch.zeros(width)
+    ours = model.state_dict()
+    extrinsics = {
+        "extrinsics_encoder.weight": torch.randn(width, action_dim - 1),
+        "extrinsics_encoder.bias": torch.zeros(width),
+    }
+    names = _official_names(model.config.depth)
+    assert set(names) == set(ours) | set(extrinsics)  # our names are the official ones
+    predictor = {f"module.{name}": {**ours, **extrinsics}[name].clone() for name in names}
     encoder = {"module.backbone.patch_embed.proj.weight": torch.randn(4, 3, 2, 16, 16)}
     torch.save({"encoder": encoder, "predictor": predictor, "epoch": 3, "lr": 1e-4}, path)
 
