@@ -44,7 +44,8 @@ def encode_array(array: np.ndarray) -> bytes:
 def decode_array(field: str, value: Any) -> np.ndarray:
     """`.npy` bytes -> array, with a 422 naming `field` for anything else or truncated data."""
     if not isinstance(value, bytes | bytearray):
-        raise RequestError(422, f"field '{field}' must be .npy bytes, got {type(value).__name__}")
+        message = f"field '{field}' must be .npy bytes, got {type(value).__name__}"
+        raise RequestError(422, message, field)
     buffer = io.BytesIO(value)
     try:
         array = np.load(buffer, allow_pickle=False)

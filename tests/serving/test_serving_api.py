@@ -1,0 +1,216 @@
+"""The HTTP API over real Ray Serve on loopback: plans, embeddings, models, and bad input.
+
+One app per module (two models: one bundle on local disk, one on the loopback S3 server) with
+a bearer token and a small body limit. Every malformed request must get a 4xx with a message
+saying what is wrong, and `/healthz` must stay OK after each.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from serving.client import EmbeddingClient, PlannerClient, ServingError
+from serving.codec import pack
+from serving.config import ServingConfig
+
+from .conftest import run_app, small_replicas
+
+pytestmark = [pytest.mark.ray, pytest.mark.s3]
+TOKEN = "test-token-0123456789"
+LIMIT = 256 * 1024
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/msgpack"}
+
+
+def upload_bundle(folder: Path, endpoint: str) -> str:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="serving-models")
+    for path in folder.iterdir():
+        s3.upload_file(str(path), "serving-models", f"cart/{path.name}")
+    return "s3://serving-models/cart"
+
+
+@pytest.fixture(scope="module")
+def url(
+    ray_cluster: None,
+    s3_server: str,
+    bundle_dir: Path,
+    cart_bundle_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    config = ServingConfig(
+        models={"arm": str(bundle_dir), "cart": upload_bundle(cart_bundle_dir, s3_server)},
+        token=TOKEN,
+        cache_dir=str(tmp_path_factory.mktemp("serve-cache")),
+        limits={"max_body_bytes": LIMIT, "max_embed_frames": 8},
+        batching={"max_batch_size": 16, "wait_timeout_s": 0.05},
+        planner=small_replicas(),
+        embedder=small_replicas(),
+        ingress=small_replicas(num_cpus=0.05, max_ongoing_requests=256),
+    )
+    with run_app(config) as base:
+        yield base
+
+
+def image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+
+def plan_body(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "frames": image(1)[None],
+        "state": np.zeros(2, np.float32),
+        "goal": image(2),
+    }
+    body.update(overrides)
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def test_models_lists_both_embodiments_default_first(url: str) -> None:
+    with PlannerClient(url, TOKEN) as client:
+        described = client.models()
+    assert described["default_model"] == "arm"
+    assert [m["name"] for m in described["models"]] == ["arm", "cart"]
+    assert [m["action_dim"] for m in described["models"]] == [2, 3]
+    assert described["encoder"] == {"patch_size": 16, "tubelet_size": 2, "embed_dim": 192}
+
+
+def test_plan_per_model_with_warm_start_and_seed(url: str) -> None:
+    with PlannerClient(url, TOKEN) as client:
+        arm = client.plan(image(1), np.zeros(2, np.float32), image(2), seed=5)
+        again = client.plan(image(1), np.zeros(2, np.float32), image(2), seed=5)
+        cart = client.plan(image(1)[None], np.zeros(3), image(2), model="cart")
+        warm = client.plan(image(1), np.zeros(2), image(2), previous_plan=arm.actions)
+    assert arm.actions.shape == (2, 2) and arm.model == "arm"
+    np.testing.assert_array_equal(arm.actions, again.actions)
+    assert cart.actions.shape == (2, 3) and cart.model == "cart"
+    for result in (arm, cart, warm):
+        assert np.all(np.abs(result.actions) <= 1.0) and np.isfinite(result.energy)
+        assert result.server_ms >= result.plan_ms > 0
+
+
+def test_concurrent_robots_share_one_batch(url: str) -> None:
+    results: list[int] = []
+
+    def robot(seed: int) -> None:
+        with PlannerClient(url, TOKEN) as client:
+            state = np.full(2, seed / 10, np.float32)
+            results.append(client.plan(image(seed), state, image(seed + 1)).batch_size)
+
+    threads = [threading.Thread(target=robot, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 8
+    assert max(results) > 1, f"no cross-request batching happened: {results}"
+
+
+def test_embed_single_batched_and_pooled(url: str) -> None:
+    clip = np.stack([image(1), image(2)])  # (T=2, H, W, 3)
+    with EmbeddingClient(url, TOKEN) as client:
+        tokens = client.embed(clip)
+        batch = client.embed(np.stack([clip, clip]))
+        pooled = client.embed(clip, pool=True)
+    assert tokens.shape == (16, 192) and tokens.dtype == np.float32
+    assert batch.shape == (2, 16, 192)
+    np.testing.assert_allclose(batch[0], tokens, atol=1e-5)
+    np.testing.assert_allclose(pooled, tokens.mean(axis=0), atol=1e-5)
+
+
+def truncated_npy() -> bytes:
+    body = pack(plan_body())
+    return body[: len(body) - 100]
+
+
+def pickled_state() -> bytes:
+    import msgpack
+
+    message = msgpack.unpackb(pack(plan_body()))
+    message["state"] = pickle.dumps(np.zeros(2, np.float32))
+    return bytes(msgpack.packb(message))
+
+
+def object_npy() -> bytes:
+    import msgpack
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    message = msgpack.unpackb(pack(plan_body()))
+    message["state"] = buffer.getvalue()
+    return bytes(msgpack.packb(message))
+
+
+BAD_REQUESTS = {
+    "wrong shape": (AUTH, pack(plan_body(goal=np.zeros((32, 32, 3), np.uint8))), 422, "goal"),
+    "wrong dtype": (AUTH, pack(plan_body(frames=np.zeros((1, 64, 64, 3)))), 422, "uint8"),
+    "nan state": (AUTH, pack(plan_body(state=np.array([np.nan, 0.0]))), 422, "NaN"),
+    "bad plan": (AUTH, pack(plan_body(previous_plan=np.zeros((5, 2)))), 422, "previous_plan"),
+    "truncated body": (AUTH, truncated_npy(), 400, "msgpack"),
+    "pickle bytes": (AUTH, pickled_state(), 422, "not a valid .npy"),
+    "object array": (AUTH, object_npy(), 422, "not a valid .npy"),
+    "not msgpack": (AUTH, b'{"frames": [1, 2]}', 400, "msgpack"),
+    "empty body": (AUTH, b"", 400, "empty"),
+    "unknown field": (AUTH, pack({**plan_body(), "extra": 1}), 422, "unknown field"),
+    "unknown model": (AUTH, pack(plan_body(model="tank")), 404, "unknown model"),
+    "json content type": (
+        {**AUTH, "Content-Type": "application/json"},
+        pack(plan_body()),
+        415,
+        "Content-Type",
+    ),
+    "no content type": (
+        {"Authorization": AUTH["Authorization"]},
+        pack(plan_body()),
+        415,
+        "nothing",
+    ),
+    "oversize body": (AUTH, b"\x00" * (LIMIT + 1), 413, "limit"),
+    "missing token": ({"Content-Type": "application/msgpack"}, pack(plan_body()), 401, "missing"),
+    "wrong token": (
+        {**AUTH, "Authorization": "Bearer nope-nope-nope"},
+        pack(plan_body()),
+        401,
+        "invalid",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_malformed_plan_requests_are_4xx_and_service_stays_healthy(url: str, case: str) -> None:
+    headers, body, status, words = BAD_REQUESTS[case]
+    response = httpx.post(f"{url}/v1/plan", content=body, headers=headers, timeout=60)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_malformed_embed_requests_are_4xx(url: str) -> None:
+    for frames, words in [
+        (np.zeros((3, 64, 64, 3), np.uint8), "tubelet"),
+        (np.zeros((10, 64, 64, 3), np.uint8), "limit of 8"),
+        (np.full((2, 64, 64, 3), 1.5, np.float32), "uint8"),
+    ]:
+        response = httpx.post(
+            f"{url}/v1/embed", content=pack({"frames": frames}), headers=AUTH, timeout=60
+        )
+        assert response.status_code == 422 and words in response.json()["detail"]
+    assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401
+
+
+def test_client_surfaces_4xx_without_retrying(url: str) -> None:
+    client = PlannerClient(url, "wrong-token-123", retries=3, backoff=5.0)
+    with client, pytest.raises(ServingError, match="401") as caught:
+        client.plan(image(1), np.zeros(2), image(2))
+    assert caught.value.status == 401
+    with PlannerClient(url, TOKEN) as client:  # and a good request still works afterwards
+        assert client.plan(image(1), np.zeros(2), image(2)).actions.shape == (2, 2)

@@ -1,0 +1,144 @@
+"""The wire format: npy-in-msgpack round trips, and every malformed input gives a clear 4xx."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import msgpack
+import numpy as np
+import pytest
+
+from serving.codec import RequestError, check_array, decode_array, pack, unpack
+from serving.schemas import EncoderInfo, ModelInfo, parse_embed, parse_plan
+
+INFO = ModelInfo(
+    name="arm",
+    image_size=64,
+    action_dim=2,
+    state_dim=2,
+    action_low=[-1, -1],
+    action_high=[1, 1],
+    horizon=2,
+    control_fps=10.0,
+    num_samples=16,
+    num_iterations=2,
+)
+ENCODER = EncoderInfo(patch_size=16, tubelet_size=2, embed_dim=192)
+
+
+def plan_message(**overrides: object) -> dict[str, object]:
+    message: dict[str, object] = {
+        "frames": np.zeros((1, 64, 64, 3), np.uint8),
+        "state": np.zeros(2, np.float32),
+        "goal": np.zeros((64, 64, 3), np.uint8),
+    }
+    message.update(overrides)
+    return unpack(pack(message), ["frames", "state", "goal", "previous_plan", "model", "seed"])
+
+
+def test_arrays_round_trip_through_msgpack() -> None:
+    array = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    message = unpack(pack({"x": array, "name": "a", "seed": 3}), ["x", "name", "seed"])
+    assert message["name"] == "a" and message["seed"] == 3
+    np.testing.assert_array_equal(decode_array("x", message["x"]), array)
+
+
+def test_parse_plan_accepts_both_frame_layouts_and_normalises_dtypes() -> None:
+    request = parse_plan(
+        plan_message(frames=np.zeros((64, 64, 3), np.uint8), state=np.ones(2)), {"arm": INFO}, "arm"
+    )
+    assert request.frames.shape == (1, 64, 64, 3)
+    assert request.state.shape == (1, 2) and request.state.dtype == np.float32
+    assert request.model == "arm" and request.previous_plan is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "field", "words"),
+    [
+        ({"frames": np.zeros((1, 32, 32, 3), np.uint8)}, 422, "frames", "(1, 64, 64, 3)"),
+        ({"frames": np.zeros((1, 64, 64, 3), np.float32)}, 422, "frames", "uint8"),
+        ({"state": np.array([0.0, np.nan], np.float32)}, 422, "state", "NaN"),
+        ({"state": np.zeros(3, np.float32)}, 422, "state", "(2,)"),
+        ({"previous_plan": np.full((2, 2), np.inf)}, 422, "previous_plan", "infinite"),
+        ({"previous_plan": np.zeros((3, 2))}, 422, "previous_plan", "(2, 2)"),
+        ({"goal": b"\x93NUMPY garbage"}, 422, "goal", "not a valid .npy"),
+        ({"goal": "a string"}, 422, "goal", ".npy bytes"),
+        ({"model": "nope"}, 404, "model", "unknown model"),
+        ({"seed": -1}, 422, "seed", "integer"),
+        ({"state": None}, 422, "state", "required"),
+    ],
+)
+def test_parse_plan_rejects_bad_fields(
+    overrides: dict[str, object], status: int, field: str, words: str
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_plan(plan_message(**overrides), {"arm": INFO}, "arm")
+    assert caught.value.status == status
+    assert caught.value.field == field
+    assert words in caught.value.message
+
+
+def test_truncated_npy_names_the_field() -> None:
+    raw = pack({"frames": np.zeros((1, 64, 64, 3), np.uint8)})
+    message = msgpack.unpackb(raw)
+    message["frames"] = message["frames"][:-10]
+    with pytest.raises(RequestError, match=r"field 'frames' is not a valid \.npy array"):
+        decode_array("frames", message["frames"])
+
+
+def test_truncated_msgpack_body_is_a_400() -> None:
+    body = pack({"frames": np.zeros((8, 8), np.uint8)})
+    with pytest.raises(RequestError) as caught:
+        unpack(body[: len(body) // 2], ["frames"])
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("body", [b"", b"\x01", msgpack.packb([1, 2]), b"\xc1garbage"])
+def test_non_map_bodies_are_rejected(body: bytes) -> None:
+    with pytest.raises(RequestError) as caught:
+        unpack(body, ["frames"])
+    assert caught.value.status == 400
+
+
+def test_unknown_field_is_rejected() -> None:
+    with pytest.raises(RequestError, match="unknown field 'colour'"):
+        unpack(pack({"colour": 1}), ["frames"])
+
+
+def test_pickled_payloads_are_never_loaded() -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(RequestError, match=r"not a valid \.npy"):
+        decode_array("frames", buffer.getvalue())
+    with pytest.raises(RequestError, match=r"not a valid \.npy"):
+        decode_array("frames", pickle.dumps(np.zeros(3)))
+
+
+def test_trailing_bytes_are_rejected() -> None:
+    raw = msgpack.unpackb(pack({"x": np.zeros(3)}))["x"] + b"extra"
+    with pytest.raises(RequestError, match="extra bytes"):
+        decode_array("x", raw)
+
+
+def test_check_array_returns_native_byte_order() -> None:
+    big_endian = np.arange(4, dtype=">f4")
+    checked = check_array("x", big_endian, [(4,)], ["float32"])
+    assert checked.dtype == np.dtype("<f4") or checked.dtype.isnative
+    np.testing.assert_array_equal(checked, [0, 1, 2, 3])
+
+
+def test_parse_embed_checks_tubelets_patches_and_limits() -> None:
+    message = unpack(pack({"frames": np.zeros((2, 64, 64, 3), np.uint8)}), ["frames", "pool"])
+    request = parse_embed(message, ENCODER, max_frames=8, max_size=128)
+    assert request.frames.shape == (1, 2, 64, 64, 3) and not request.batched
+    for frames, words in [
+        (np.zeros((3, 64, 64, 3), np.uint8), "tubelet"),
+        (np.zeros((2, 60, 64, 3), np.uint8), "patch size"),
+        (np.zeros((16, 64, 64, 3), np.uint8), "limit of 8"),
+        (np.zeros((2, 256, 256, 3), np.uint8), "<= 128"),
+        (np.zeros((2, 64, 64, 4), np.uint8), "must be"),
+    ]:
+        bad = unpack(pack({"frames": frames}), ["frames"])
+        with pytest.raises(RequestError, match=words):
+            parse_embed(bad, ENCODER, max_frames=8, max_size=128)
