@@ -72,3 +72,9 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     make_video(bad / "too_short.mp4", seconds=0.5)
     files.update({path.stem: path for path in bad.iterdir()})
     return files
+
+
+@pytest.fixture(scope="session")
+def video_maker() -> MakeVideo:
+    """`make_video(path, source=..., size=..., rate=..., seconds=...)` for tests that need more files."""
+    return make_video

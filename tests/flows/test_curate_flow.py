@@ -1,0 +1,111 @@
+"""`vjepa curate` end to end in-process: Prefect flow + Ray, JSON summary, artifact, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main
+from tasks.sample_videos import write_sample_videos
+
+ARGS = ["--size", "32", "--frames", "4", "--fps", "4", "--json"]
+
+
+@pytest.fixture(scope="module")
+def sample_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("samples")
+    write_sample_videos(str(folder), count=3, seconds=2.0, with_defects=True)
+    return folder
+
+
+def _artifact_markdown(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert artifacts, f"no artifact with key {key}"
+    return str(artifacts[0].data)
+
+
+@pytest.mark.ray
+def test_cli_curates_and_reports(
+    ray_cluster: None,
+    prefect_harness: None,
+    sample_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["curate", "--input", str(sample_folder), "--output", str(tmp_path / "out"), *ARGS])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert set(summary) == {"num_sources", "num_clips", "num_rejected", "manifest", "version"}
+    assert summary["num_sources"] == 3 + 4 and summary["num_rejected"] == 4
+    assert summary["num_clips"] == 3 * 2  # 2 s videos, 1 s clips
+    assert summary["manifest"] == str(tmp_path / "out" / "manifest.json")
+    assert captured.err.count("[curate] ") == 7  # a progress line per source
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["version"] == summary["version"] and manifest["clip"]["shape"] == [4, 32, 32, 3]
+    stages = {
+        Path(r["source"]).name: r["stage"]
+        for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
+    }
+    assert stages == {
+        "defect_empty.mp4": "probe",
+        "defect_text.mp4": "probe",
+        "defect_truncated.mp4": "probe",
+        "defect_image.mkv": "probe",
+    }
+    assert summary["version"] in _artifact_markdown("curate-summary")
+
+
+@pytest.mark.ray
+def test_cli_exit_codes(
+    ray_cluster: None,
+    prefect_harness: None,
+    sample_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (
+        main(["curate", "--input", str(sample_folder), "--output", str(tmp_path), "--size", "60"])
+        == 2
+    )
+    assert "size must be a positive multiple of 16" in capsys.readouterr().err
+    config = tmp_path / "bad.toml"
+    config.write_text("frames = 3\n")
+    assert (
+        main(
+            [
+                "curate",
+                "--input",
+                str(sample_folder),
+                "--output",
+                str(tmp_path),
+                "--config",
+                str(config),
+            ]
+        )
+        == 2
+    )
+    assert "frames must be a positive multiple of 2" in capsys.readouterr().err
+    defects = [str(p) for p in sorted(sample_folder.glob("defect_*"))]
+    code = main(
+        [
+            "curate",
+            *[a for d in defects for a in ("--input", d)],
+            "--output",
+            str(tmp_path / "none"),
+            *ARGS,
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1 and "no input produced a clip" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["num_rejected"] == 4
+    assert pq.read_table(tmp_path / "none" / "rejected.parquet").num_rows == 4
