@@ -37,7 +37,7 @@ def test_collate_layout_and_normalisation() -> None:
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"manifest\.json is missing"):
         read_clips(str(tmp_path))
 
 
@@ -54,6 +54,6 @@ def test_reader_yields_training_batches(ray_cluster: None, tmp_path: Path) -> No
     assert [b["video"].shape[0] for b in batches] == [4, 2]
     video = batches[0]["video"]
     assert video.shape[1:] == (3, 4, 32, 32) and video.dtype == torch.float32
-    assert 0.0 <= float(video.min()) and float(video.max()) <= 1.0 and float(video.std()) > 0.01
+    assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0 and float(video.std()) > 0.01
     ids = [clip for batch in batches for clip in batch["clip_id"]]
     assert len(set(ids)) == 6
