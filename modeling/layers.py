@@ -57,10 +57,12 @@ class Attention(nn.Module):
         (bool: True = may attend, or additive float), broadcastable to `(B, heads, N, N)`."""
         batch, num_tokens, width = x.shape
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))  # (B, N, 3, H, hd)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, hd)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
+        value = qkv[2]  # (B, H, N, hd)
         if rope is not None:
-            query = apply_rope(query, rope)
-            key = apply_rope(key, rope)
+            query, key = apply_rope(qkv[:2], rope).unbind(0)  # q and k in one pass
+        else:
+            query, key = qkv[0], qkv[1]
         out = F.scaled_dot_product_attention(
             query,
             key,

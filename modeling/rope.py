@@ -34,10 +34,14 @@ NUM_AXES = 3
 
 
 class RopeTables(NamedTuple):
-    """cos and sin per token and channel, broadcastable to `(B, heads, N, head_dim)`."""
+    """cos and signed sin per token and channel, broadcastable to `(B, heads, N, head_dim)`.
+
+    `sin` carries the rotation's sign (negated on even channels), so `apply_rope` is
+    `x * cos + swap_pairs(x) * sin`; build tables with `rope_tables`, not by hand.
+    """
 
     cos: Tensor  # (B or 1, 1, N, head_dim)
-    sin: Tensor  # (B or 1, 1, N, head_dim)
+    sin: Tensor  # (B or 1, 1, N, head_dim), even channels negated
 
 
 def axis_dim(head_dim: int) -> int:
@@ -103,7 +107,9 @@ def rope_tables(
         pad_shape = (*cos.shape[:-1], leftover)
         cos = torch.cat((cos, cos.new_ones(pad_shape)), dim=-1)  # (..., N, head_dim)
         sin = torch.cat((sin, sin.new_zeros(pad_shape)), dim=-1)  # (..., N, head_dim)
-    return RopeTables(cos.unsqueeze(-3).to(dtype), sin.unsqueeze(-3).to(dtype))
+    sign = torch.ones(head_dim, device=sin.device)
+    sign[0::2] = -1.0  # (-x1, x0) pairs: the minus goes on the even channel
+    return RopeTables(cos.unsqueeze(-3).to(dtype), (sin * sign).unsqueeze(-3).to(dtype))
 
 
 def rope_for_grid(
@@ -130,11 +136,19 @@ def rotate_pairs(x: Tensor) -> Tensor:
     return torch.stack((-second, first), dim=-1).flatten(-2)  # (..., D)
 
 
+def swap_pairs(x: Tensor) -> Tensor:
+    """`(x0, x1, x2, x3, ...) -> (x1, x0, x3, x2, ...)` along the last dimension."""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (..., D)
+
+
 def apply_rope(x: Tensor, tables: RopeTables) -> Tensor:
-    """Rotate queries or keys `(B, heads, N, head_dim)` by their tokens' tables."""
-    cos = tables.cos.to(x.dtype)
-    sin = tables.sin.to(x.dtype)
-    return x * cos + rotate_pairs(x) * sin  # (B, heads, N, head_dim)
+    """Rotate queries or keys `(..., N, head_dim)` by their tokens' tables.
+
+    Equal to `x * cos + rotate_pairs(x) * sin` of the official code; the sign lives in the
+    table, which saves a negation and a temporary per call.
+    """
+    out = x * tables.cos.to(x.dtype)  # (..., N, head_dim)
+    return out.addcmul_(swap_pairs(x), tables.sin.to(x.dtype))
 
 
 def rotate_axis(x: Tensor, positions: Tensor) -> Tensor:
