@@ -11,7 +11,7 @@ their inputs, so a retried POST is safe.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import msgpack
@@ -47,11 +47,12 @@ class _Client:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.num_retries = 0  # attempts repeated after a connection error or a 5xx, in total
 
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> _Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -62,6 +63,7 @@ class _Client:
         last = "no attempt"
         for attempt in range(self.retries + 1):
             if attempt:
+                self.num_retries += 1
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
             try:
                 response = self.http.request(method, path, content=body, headers=headers)

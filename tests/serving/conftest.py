@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ import torch
 from modeling.ac_predictor import ACPredictor, ac_tiny
 from modeling.encoder import VisionEncoder, tiny
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
-from serving.config import ServingConfig
+from serving.config import Replicas, ServingConfig
 
 SMALL_CEM = {"num_samples": 16, "num_elites": 4, "num_iterations": 2, "horizon": 2}
 
@@ -88,6 +89,8 @@ def run_app(config: ServingConfig) -> Iterator[str]:
         serve.shutdown()
 
 
-def small_replicas(**overrides: object) -> dict[str, object]:
+def small_replicas(**overrides: Any) -> Replicas:
     """Replica settings that fit the shared 2-CPU test cluster."""
-    return {"num_replicas": 1, "num_cpus": 0.25, "max_ongoing_requests": 64, **overrides}
+    return Replicas(
+        **{"num_replicas": 1, "num_cpus": 0.25, "max_ongoing_requests": 64, **overrides}
+    )

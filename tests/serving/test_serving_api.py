@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from serving.client import EmbeddingClient, PlannerClient, ServingError
 from serving.codec import pack
-from serving.config import ServingConfig
+from serving.config import Batching, Limits, ServingConfig
 
 from .conftest import run_app, small_replicas
 
@@ -49,10 +50,10 @@ def url(
 ) -> Iterator[str]:
     config = ServingConfig(
         models={"arm": str(bundle_dir), "cart": upload_bundle(cart_bundle_dir, s3_server)},
-        token=TOKEN,
+        token=SecretStr(TOKEN),
         cache_dir=str(tmp_path_factory.mktemp("serve-cache")),
-        limits={"max_body_bytes": LIMIT, "max_embed_frames": 8},
-        batching={"max_batch_size": 16, "wait_timeout_s": 0.05},
+        limits=Limits(max_body_bytes=LIMIT, max_embed_frames=8),
+        batching=Batching(max_batch_size=16, wait_timeout_s=0.05),
         planner=small_replicas(),
         embedder=small_replicas(),
         ingress=small_replicas(num_cpus=0.05, max_ongoing_requests=256),

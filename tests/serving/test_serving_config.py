@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from serving.app import IMPORT_PATH, serve_config
 from serving.config import ConfigError, Replicas, ServingConfig, parse_checkpoints
@@ -27,7 +28,10 @@ def test_default_model_and_encoder_fall_back_to_the_first_bundle() -> None:
 
 def test_token_comes_from_the_value_or_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServingConfig(models={"a": "/a"}).resolve_token() is None
-    assert ServingConfig(models={"a": "/a"}, token="0123456789").resolve_token() == "0123456789"
+    assert (
+        ServingConfig(models={"a": "/a"}, token=SecretStr("0123456789")).resolve_token()
+        == "0123456789"
+    )
     monkeypatch.setenv("VJEPA_TEST_TOKEN", "from-the-env-123")
     config = ServingConfig(models={"a": "/a"}, token_env="VJEPA_TEST_TOKEN")
     assert config.resolve_token() == "from-the-env-123"
@@ -35,7 +39,7 @@ def test_token_comes_from_the_value_or_the_named_variable(monkeypatch: pytest.Mo
     with pytest.raises(ConfigError, match="empty"):
         config.resolve_token()  # fail closed: never serve unauthenticated by accident
     with pytest.raises(ConfigError, match="at least 8"):
-        ServingConfig(models={"a": "/a"}, token="short").resolve_token()
+        ServingConfig(models={"a": "/a"}, token=SecretStr("short")).resolve_token()
 
 
 def test_replicas_fixed_or_autoscaling() -> None:
@@ -57,7 +61,7 @@ def test_unknown_keys_and_bad_models_are_errors() -> None:
 def test_serve_config_round_trips_without_the_secret() -> None:
     config = ServingConfig(
         models={"arm": "s3://m/arm"},
-        token="super-secret-token",
+        token=SecretStr("super-secret-token"),
         token_env="VJEPA_SERVE_TOKEN",
         planner=Replicas(min_replicas=1, max_replicas=4),
     )
