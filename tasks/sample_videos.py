@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks import storage
+from tasks.runtime import local_uri
 
 DIRECTIONS = ("left", "right", "up", "down")
 SHAPES = ("disc", "square", "triangle")
@@ -157,7 +158,7 @@ def labels_table(specs: list[VideoSpec], output: str) -> pa.Table:
     rows = [
         {
             "video": spec.name,
-            "source": storage.join(output, spec.name),
+            "source": storage.join(local_uri(output), spec.name),
             "direction": spec.direction,
             "label": DIRECTIONS.index(spec.direction),
             "shape": spec.shape,

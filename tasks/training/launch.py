@@ -46,9 +46,14 @@ def fit(
     name: str,
     scale: ScaleConfig,
     datasets: dict[str, Any] | None = None,
+    unsplit: tuple[str, ...] = (),
 ) -> None:
-    """Run `train_loop` on `scale.num_workers` Ray Train workers; raises if training fails."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    """Run `train_loop` on `scale.num_workers` Ray Train workers; raises if training fails.
+
+    Each dataset is split across the workers except those named in `unsplit`
+    (every worker sees all of those, e.g. a held-out set scored on rank 0).
+    """
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     filesystem, path = storage.pyarrow_filesystem(storage.join(output_uri, "ray"))
@@ -67,5 +72,8 @@ def fit(
             failure_config=FailureConfig(max_failures=scale.max_failures),
         ),
         datasets=datasets,
+        dataset_config=DataConfig(
+            datasets_to_split=[name for name in datasets or {} if name not in unsplit]
+        ),
     )
     trainer.fit()

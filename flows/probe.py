@@ -1,0 +1,32 @@
+"""Prefect flow behind `vjepa probe`: an attentive-probe sweep on a frozen encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import publish_summary
+from tasks.runtime import ensure_ray
+from tasks.training.launch import ScaleConfig
+from tasks.training.probe import ProbeConfig, run_probe
+
+
+@task(name="probe-job", cache_policy=NO_CACHE)
+def probe_job(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
+    """Train one probe per learning rate on Ray Train and score them on held-out clips."""
+    ensure_ray()
+    return run_probe(config, scale)
+
+
+@flow(name="probe")
+def probe_flow(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
+    """Probe a frozen encoder; returns the summary with the best held-out top-1 accuracy."""
+    summary = probe_job(config, scale)
+    note = (
+        f"Encoder `{config.encoder}`: best held-out top-1 {summary['accuracy']:.3f} "
+        f"at lr {summary['best_lr']} ({summary['heldout_clips']} held-out clips)."
+    )
+    publish_summary("probe-summary", "Attentive probe", summary, note)
+    return summary

@@ -1,0 +1,271 @@
+"""Attentive probing of a frozen encoder as a Ray Train job.
+
+The clips of a curated dataset are joined with a labels table on `source` and
+split by source (stratified per class, deterministic), so no video has clips on
+both sides. The frozen encoder's tokens are computed once per clip; one probe
+per learning rate trains on them in the same job (the paper sweeps learning
+rates this way), and each is scored by top-1 accuracy on the held-out clips.
+The best probe is exported as `final/probe.safetensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from modeling import encoder as encoder_presets
+from modeling import probe as probe_presets
+from modeling.encoder import VisionEncoder
+from modeling.preprocess import normalize
+from modeling.probe import AttentiveProbe
+from tasks import storage
+from tasks.training.checkpoints import CheckpointStore
+from tasks.training.job import WorkerContext
+from tasks.training.launch import ScaleConfig, check_output, fit
+from tasks.training.loop import LoopConfig, run_loop
+from tasks.training.outputs import fetch_file, plot_curves, save_model, write_summary
+
+RANDOM_PREFIX = "random:"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """A probing run: which encoder, which clips and labels, the learning-rate sweep."""
+
+    encoder: str  # a checkpoint URI, or `random:<preset>` for a randomly initialised encoder
+    data: str
+    labels: str
+    output: str
+    label_column: str = "label"
+    learning_rates: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    steps: int = 150
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    heldout_fraction: float = 0.25
+    checkpoint_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.learning_rates:
+            raise ValueError("give at least one learning rate")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if self.encoder.startswith(RANDOM_PREFIX):
+            encoder_presets.preset(self.encoder[len(RANDOM_PREFIX) :])
+
+
+def read_labels(uri: str, column: str) -> dict[str, int]:
+    """`source -> class index` from a parquet labels table (columns `source` and `column`)."""
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"labels table not found: {uri}")
+    table = pq.read_table(path, filesystem=fs)
+    missing = {"source", column} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{uri} lacks column(s) {sorted(missing)}; it has {table.column_names}")
+    return {
+        str(source): int(label)
+        for source, label in zip(
+            table.column("source").to_pylist(), table.column(column).to_pylist(), strict=True
+        )
+    }
+
+
+def split_sources(labels: dict[str, int], fraction: float, seed: int) -> set[str]:
+    """Held-out sources: per class, the `fraction` with the smallest seeded hash (at least one)."""
+    heldout: set[str] = set()
+    for label in sorted(set(labels.values())):
+        members = [source for source, value in labels.items() if value == label]
+        members.sort(key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+        if len(members) > 1:
+            heldout.update(members[: max(1, round(fraction * len(members)))])
+    return heldout
+
+
+def build_encoder(spec: str, seed: int) -> VisionEncoder:
+    """Load the frozen encoder (any layout `load_encoder` reads), or a seeded random one."""
+    from modeling.checkpoints import load_encoder
+
+    if spec.startswith(RANDOM_PREFIX):
+        torch.manual_seed(seed)
+        return VisionEncoder(encoder_presets.preset(spec[len(RANDOM_PREFIX) :]))
+    with tempfile.TemporaryDirectory(prefix="vjepa-encoder-") as scratch:
+        return load_encoder(fetch_file(spec, scratch))
+
+
+@torch.no_grad()
+def encode_dataset(
+    encoder: VisionEncoder, shard: Any, device: torch.device, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens `(M, N, D)` and labels `(M,)` of every clip in a Ray Data shard."""
+    from tasks.clips import collate_clips
+
+    features, labels = [], []
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        video = normalize(collate_clips(batch)["video"].to(device))  # (B, C, T, H, W)
+        features.append(encoder(video).cpu())  # (B, N, D)
+        labels.append(torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long))
+    if not features:
+        raise RuntimeError("a data split has no labelled clips: check the labels' sources")
+    return torch.cat(features), torch.cat(labels)
+
+
+class ProbeSweep:
+    """One attentive probe per learning rate, trained side by side on the same batches."""
+
+    def __init__(self, config: ProbeConfig, width: int, num_classes: int, context: WorkerContext):
+        torch.manual_seed(config.seed)
+        self.context = context
+        self.probes = [
+            AttentiveProbe(probe_presets.tiny(width, num_classes)) for _ in config.learning_rates
+        ]
+        self.wrapped = [context.prepare(probe) for probe in self.probes]
+        self.optimizers = [
+            torch.optim.AdamW(wrapped.parameters(), lr=lr, weight_decay=config.weight_decay)
+            for wrapped, lr in zip(self.wrapped, config.learning_rates, strict=True)
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "probes": [probe.state_dict() for probe in self.probes],
+            "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for probe, values in zip(self.probes, state["probes"], strict=True):
+            probe.load_state_dict(values)
+        for optimizer, values in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(values)
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, float]:
+        tokens, labels = (t.to(self.context.device) for t in batch)
+        metrics = {}
+        for index, (wrapped, optimizer) in enumerate(
+            zip(self.wrapped, self.optimizers, strict=True)
+        ):
+            loss = F.cross_entropy(wrapped(tokens), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            metrics[f"loss_{index}"] = float(loss.detach())
+        metrics["loss"] = float(np.mean(list(metrics.values())))
+        return metrics
+
+    @torch.no_grad()
+    def accuracies(self, tokens: torch.Tensor, labels: torch.Tensor) -> list[float]:
+        device = self.context.device
+        return [
+            float((probe.eval()(tokens.to(device)).argmax(-1).cpu() == labels).float().mean())
+            for probe in self.probes
+        ]
+
+
+def feature_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Any:
+    """Epoch -> shuffled minibatches of cached features (a fixed order per epoch, for resume)."""
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed + epoch))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield tokens[index], labels[index]
+
+    return epoch_batches
+
+
+def export(
+    config: ProbeConfig, sweep: ProbeSweep, accuracies: list[float], counts: dict[str, int]
+) -> dict[str, Any]:
+    """Best probe, loss curves and summary under the output URI."""
+    best = int(np.argmax(accuracies))
+    probe_uri = save_model(
+        storage.join(config.output, "final", "probe.safetensors"), "probe", sweep.probes[best]
+    )
+    rows = CheckpointStore(config.output).metrics()
+    keys = [f"loss_{i}" for i in range(len(config.learning_rates))]
+    curve = plot_curves(rows, keys, storage.join(config.output, "loss.png"), "probe training loss")
+    summary = {
+        "job": "probe",
+        "encoder": config.encoder,
+        "steps": rows[-1]["step"] if rows else 0,
+        "final_loss": rows[-1]["loss"] if rows else None,
+        "accuracy": accuracies[best],
+        "best_lr": config.learning_rates[best],
+        "accuracies": dict(zip(map(str, config.learning_rates), accuracies, strict=True)),
+        "checkpoint": probe_uri,
+        "loss_curve": curve,
+        **counts,
+    }
+    write_summary(config.output, summary)
+    return summary
+
+
+def probe_loop(config_values: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of the probing `TorchTrainer`."""
+    import ray.train
+
+    from tasks.training.job import worker_context
+
+    config = ProbeConfig(**config_values)
+    context = worker_context()
+    encoder = build_encoder(config.encoder, config.seed).eval().to(context.device)
+    train = encode_dataset(encoder, ray.train.get_dataset_shard("train"), context.device)
+    heldout = encode_dataset(encoder, ray.train.get_dataset_shard("heldout"), context.device)
+    num_classes = int(max(train[1].max(), heldout[1].max())) + 1
+    sweep = ProbeSweep(config, encoder.config.width, num_classes, context)
+    source = feature_batches(*train, config.batch_size, config.seed)
+    loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name="probe")
+    store = CheckpointStore(config.output)
+    run_loop(sweep, source, store, loop, is_writer=context.is_writer, report=context.report)
+    if context.is_writer:
+        counts = {"train_clips": len(train[1]), "heldout_clips": len(heldout[1])}
+        export(config, sweep, sweep.accuracies(*heldout), counts)
+
+
+class AttachLabels:
+    """Ray Data stage: keep clips whose source is in `labels` and `wanted`, add a `label` column."""
+
+    def __init__(self, labels: dict[str, int], wanted: set[str]) -> None:
+        self.labels, self.wanted = labels, wanted
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep = np.array([str(s) in self.wanted for s in batch["source"]], dtype=bool)
+        out = {key: value[keep] for key, value in batch.items()}
+        out["label"] = np.array([self.labels[str(s)] for s in out["source"]], dtype=np.int64)
+        return out
+
+
+def run_probe(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
+    """Driver side: join labels, split by source, train the probe sweep, return the summary."""
+    from tasks.clips import read_clips
+    from tasks.training.outputs import read_summary
+
+    check_output(config.output, config.resume)
+    labels = read_labels(config.labels, config.label_column)
+    clips = read_clips(config.data, columns=["clip_id", "source", "shape", "frames"])
+    heldout = split_sources(labels, config.heldout_fraction, config.seed)
+    datasets = {
+        "train": clips.map_batches(AttachLabels(labels, set(labels) - heldout)),
+        "heldout": clips.map_batches(AttachLabels(labels, heldout)),
+    }
+    fit(
+        probe_loop,
+        dataclasses.asdict(config),
+        output_uri=config.output,
+        name="probe",
+        scale=scale,
+        datasets=datasets,
+        unsplit=("heldout",),
+    )
+    return read_summary(config.output)
