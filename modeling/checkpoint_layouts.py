@@ -192,14 +192,17 @@ def _read_hf_tensors(directory: Path) -> StateDict:
 
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
-    if single.is_file():
-        return dict(load_file(str(single)))
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: StateDict = {}
-        for shard in shards:
-            state.update(load_file(str(directory / shard)))
-        return state
+    try:
+        if single.is_file():
+            return dict(load_file(str(single)))
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: StateDict = {}
+            for shard in shards:
+                state.update(load_file(str(directory / shard)))
+            return state
+    except Exception as error:  # safetensors' SafetensorError, a bad index, a missing shard
+        raise CheckpointError(f"{directory}: unreadable weights ({error})") from error
     if (directory / "pytorch_model.bin").is_file():
         return dict(read_torch_file(directory / "pytorch_model.bin"))
     raise CheckpointError(f"{directory}: no model.safetensors(.index.json) or pytorch_model.bin")
@@ -215,7 +218,10 @@ def _split_mask_tokens(state: StateDict) -> StateDict:
 
 
 def read_hf(path: Path, kind: str, num_heads: int | None) -> tuple[dict[str, Any], StateDict]:
-    config = json.loads((path / "config.json").read_text())
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except ValueError as error:
+        raise CheckpointError(f"{path}/config.json is not valid JSON ({error})") from error
     if config.get("model_type") != "vjepa2":
         raise CheckpointError(
             f"{path}: config.json model_type is {config.get('model_type')!r}, not 'vjepa2'"

@@ -164,3 +164,16 @@ def test_detect_layout_errors(tmp_path: Path) -> None:
         detect_layout(tmp_path)
     with pytest.raises(ValueError, match="kind"):
         load_model(tmp_path, "decoder")
+
+
+def test_broken_hf_directory_is_a_checkpoint_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "vjepa2"}')
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        load_encoder(tmp_path)
+    (tmp_path / "config.json").write_text("{oops")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_encoder(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "vit"}')
+    with pytest.raises(CheckpointError, match="not 'vjepa2'"):
+        load_encoder(tmp_path)

@@ -236,3 +236,12 @@ def test_wrong_kind_and_missing_heads_are_clear_errors(
     transformers.VJEPA2Model(reference.model.config).save_pretrained(hf_model_only)
     with pytest.raises(CheckpointError, match="pooler"):
         load_probe(hf_model_only)
+
+
+@torch.no_grad()
+def test_sharded_hf_directory_loads(reference: Reference, tmp_path: Path) -> None:
+    reference.model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    whole, sharded = load_encoder(reference.hf_dir), load_encoder(tmp_path / "sharded")
+    for key, value in whole.state_dict().items():
+        assert torch.equal(sharded.state_dict()[key], value), key
