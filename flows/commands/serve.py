@@ -1,0 +1,181 @@
+"""`vjepa serve`: run the embedding + fleet planning HTTP service, or write its Serve config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flows.commands.common import UsageError, fail
+
+ORDER = 80
+DEFAULT_TOKEN_ENV = "VJEPA_SERVE_TOKEN"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve embeddings and fleet CEM planning over HTTP (Ray Serve)",
+        description=(
+            "Start Ray Serve with one HTTP ingress (/v1/embed, /v1/plan, /v1/models, /healthz) "
+            "in front of an embedding deployment and a planner deployment that batches the "
+            "requests of many robots. Runs until Ctrl-C. With --config-out, write the Serve "
+            "config file (for `serve deploy` or a KubeRay RayService) and exit."
+        ),
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="NAME=URI",
+        help="world model bundle (folder or s3:// prefix); repeat for more; the first is default",
+    )
+    parser.add_argument(
+        "--encoder", help="encoder checkpoint for /v1/embed (default: first bundle's)"
+    )
+    parser.add_argument("--replicas", type=int, default=1, help="planner replicas (default 1)")
+    parser.add_argument(
+        "--max-replicas", type=int, help="autoscale the planner between --replicas and this"
+    )
+    parser.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per planner replica")
+    parser.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per planner replica")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help=f"environment variable holding the bearer token (--config-out: {DEFAULT_TOKEN_ENV})",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=64, help="robots per batch (64)")
+    parser.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (5 ms)"
+    )
+    parser.add_argument(
+        "--no-batching", action="store_true", help="plan every request on its own (baseline)"
+    )
+    parser.add_argument("--max-body-mb", type=float, default=8.0, help="request size limit (8)")
+    parser.add_argument("--cache-dir", default="~/.cache/vjepa/serving", help="copies of s3 models")
+    parser.add_argument("--config-out", metavar="FILE", help="write the Serve config YAML and exit")
+    parser.set_defaults(handler=run)
+
+
+def build_config(args: argparse.Namespace, for_file: bool) -> Any:
+    """A validated `ServingConfig` from the flags; bad values are a `UsageError`."""
+    from pydantic import SecretStr, ValidationError
+
+    from serving.config import ConfigError, ServingConfig, parse_checkpoints
+
+    token_env = args.token_env or (DEFAULT_TOKEN_ENV if for_file else None)
+    try:
+        models = parse_checkpoints(args.checkpoint)
+        token = None
+        if token_env and not for_file:
+            value = os.environ.get(token_env, "")
+            if not value:
+                raise ConfigError(f"--token-env {token_env}: the variable is not set or empty")
+            token = SecretStr(value)
+        planner: dict[str, Any] = {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}
+        if args.max_replicas is not None:
+            planner.update(min_replicas=args.replicas, max_replicas=args.max_replicas)
+        else:
+            planner["num_replicas"] = args.replicas
+        config = ServingConfig.model_validate(
+            {
+                "models": models,
+                "encoder": args.encoder,
+                "token_env": token_env,
+                "host": args.host,
+                "port": args.port,
+                "cache_dir": args.cache_dir,
+                "planner": planner,
+                "limits": {"max_body_bytes": int(args.max_body_mb * 1024 * 1024)},
+                "batching": {
+                    "enabled": not args.no_batching,
+                    "max_batch_size": args.max_batch_size,
+                    "wait_timeout_s": args.batch_wait_ms / 1000,
+                },
+            }
+        )
+        if for_file:  # the token lives in the cluster's secret, read by the replicas
+            return config
+        if token is not None:
+            config = config.model_copy(update={"token": token})
+        config.resolve_token()
+        return config
+    except (ConfigError, ValidationError) as error:
+        raise UsageError(str(error)) from None
+
+
+def check_bundles(models: dict[str, str]) -> None:
+    """Fail early, naming the problem, when a bundle is missing or its spec is unusable."""
+    from modeling.world_model import SPEC_FILE, WorldModelSpec
+    from tasks.storage import filesystem, join
+
+    for name, uri in models.items():
+        fs, path = filesystem(join(uri, SPEC_FILE))
+        if not fs.exists(path):
+            raise UsageError(f"--checkpoint {name}={uri}: no {SPEC_FILE} there (not a bundle?)")
+        try:
+            WorldModelSpec.from_dict(json.loads(fs.cat_file(path))).cem_config()
+        except (ValueError, TypeError, KeyError) as error:
+            raise UsageError(f"--checkpoint {name}={uri}: invalid {SPEC_FILE}: {error}") from None
+
+
+def write_config(config: Any, target: str) -> None:
+    import yaml
+
+    from serving.app import serve_config
+
+    Path(target).write_text(yaml.safe_dump(serve_config(config), sort_keys=False))
+    print(f"wrote the Serve config to {target}")
+    if config.token_env:
+        print(f"replicas read the bearer token from ${config.token_env}; set it from a secret")
+
+
+def serve_forever(config: Any) -> None:
+    import httpx
+    import ray
+    from ray import serve
+
+    from serving.app import APP_NAME, build_app
+
+    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+    try:
+        serve.start(http_options={"host": config.host, "port": config.port})
+        try:
+            serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+        except RuntimeError as error:  # a replica failed to start; Serve's message says why
+            raise ServeError(f"the application did not start: {error}") from None
+        url = f"http://{config.host}:{config.port}"
+        httpx.get(f"{url}/healthz", timeout=30).raise_for_status()
+        models = ", ".join(config.models)
+        print(f"serving {models} at {url} (Ctrl-C to stop)", flush=True)
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr, flush=True)
+    finally:
+        serve.shutdown()
+
+
+class ServeError(Exception):
+    """The application could not be deployed (exit code 1)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.replicas < 1 or (args.max_replicas is not None and args.max_replicas < args.replicas):
+        raise UsageError("--replicas must be >= 1 and --max-replicas >= --replicas")
+    config = build_config(args, for_file=bool(args.config_out))
+    if args.config_out:
+        write_config(config, args.config_out)
+        return 0
+    check_bundles(config.models)
+    try:
+        serve_forever(config)
+    except ServeError as error:
+        return fail(str(error), code=1)
+    return 0
