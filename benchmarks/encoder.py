@@ -139,8 +139,26 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None], clock: Callable[[], f
     return clock() - start
 
 
+def time_runs(
+    runs: dict[str, Callable[[], Any]], repeats: int, device: str
+) -> tuple[dict[str, list[float]], str]:
+    """Seconds per call of every run, interleaved; and the clock used."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    # on CPU with one thread, process CPU time is what the forward costs on a dedicated core;
+    # other tenants' load inflates wall time far more than it does CPU time
+    cpu_clock = device == "cpu" and torch.get_num_threads() == 1
+    clock = time.process_time if cpu_clock else time.perf_counter
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            times[key].append(timed(fn, sync, clock))
+    return times, "process_time" if cpu_clock else "wall"
+
+
 def measure_case(case: tuple[str, int, int, int], device: str, repeats: int) -> dict[str, Any]:
-    """Throughput of HF / ours full / ours masked forwards, interleaved, median seconds."""
+    """Throughput of HF / ours full / ours masked forwards on one config."""
     name, batch, frames, size = case
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     hf, ours = build_pair(name, frames, size)
@@ -148,28 +166,17 @@ def measure_case(case: tuple[str, int, int, int], device: str, repeats: int) -> 
     video = torch.randn(batch, 3, frames, size, size, device=device, dtype=dtype)
     hf_video = video.transpose(1, 2).contiguous()  # (B, T, C, H, W) as transformers takes it
     grid = ours.grid(video.shape)
-    masks = generate_masks(MaskConfig(), batch, grid, seed=0)
-    contexts = [pair.context.to(device) for pair in masks]
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    # on CPU with one thread, process CPU time is what the forward costs on a dedicated core;
-    # other tenants' load inflates wall time far more than it does CPU time
-    cpu_clock = device == "cpu" and torch.get_num_threads() == 1
-    clock = time.process_time if cpu_clock else time.perf_counter
+    contexts = [p.context.to(device) for p in generate_masks(MaskConfig(), batch, grid, seed=0)]
     runs: dict[str, Callable[[], Any]] = {
         "hf": lambda: hf(pixel_values_videos=hf_video),
         "ours": lambda: ours(video),
     }
     for number, context in enumerate(contexts):
         runs[f"ours_context{number}"] = partial(ours, video, context)
-    times: dict[str, list[float]] = {key: [] for key in runs}
     with torch.inference_mode():
         difference = (hf(pixel_values_videos=hf_video).last_hidden_state - ours(video)).abs().max()
-        for fn in runs.values():
-            fn()  # warm-up
-        for _ in range(repeats):
-            for key, fn in runs.items():
-                times[key].append(timed(fn, sync, clock))
-    seconds = {key: min(values) for key, values in times.items()}
+        times, clock = time_runs(runs, repeats, device)
+    best = {key: min(values) for key, values in times.items()}
     medians = {key: statistics.median(values) for key, values in times.items()}
     num_tokens = grid[0] * grid[1] * grid[2]
     result: dict[str, Any] = {
@@ -178,19 +185,19 @@ def measure_case(case: tuple[str, int, int, int], device: str, repeats: int) -> 
         "size": size,
         "tokens": num_tokens,
         "dtype": str(dtype).replace("torch.", ""),
-        "clock": "process_time" if cpu_clock else "wall",
+        "clock": clock,
         "max_abs_diff": float(difference),
-        "hf_clips_per_s": batch / seconds["hf"],
-        "ours_clips_per_s": batch / seconds["ours"],
-        "ratio": seconds["hf"] / seconds["ours"],
+        "hf_clips_per_s": batch / best["hf"],
+        "ours_clips_per_s": batch / best["ours"],
+        "ratio": best["hf"] / best["ours"],
         "ratio_median": medians["hf"] / medians["ours"],
         "context": [
             {
-                "context_fraction": contexts[i].shape[1] / num_tokens,
-                "time_fraction": seconds[f"ours_context{i}"] / seconds["ours"],
-                "clips_per_s": batch / seconds[f"ours_context{i}"],
+                "context_fraction": context.shape[1] / num_tokens,
+                "time_fraction": best[f"ours_context{i}"] / best["ours"],
+                "clips_per_s": batch / best[f"ours_context{i}"],
             }
-            for i in range(len(contexts))
+            for i, context in enumerate(contexts)
         ],
     }
     if device == "cuda":
