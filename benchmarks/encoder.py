@@ -7,11 +7,15 @@ Same config, same weights (loaded from the HF model's `save_pretrained` director
   machine is shared, and outside load only ever adds time; medians are in the JSON too);
   CPU runs with `--threads` threads (default 1) and, with one thread, is timed by process CPU
   time (the cost on a dedicated core; a busy shared box inflates wall time, not CPU time);
-* peak memory of one forward: on CPU, the growth of the peak resident set (Linux `VmHWM`,
-  reset through `/proc/self/clear_refs` after the model and input are built; `ru_maxrss`
-  delta where that is not allowed) in a fresh subprocess per measurement, so it counts the
-  activations and workspaces of the forward, not the weights; on CUDA,
-  `torch.cuda.max_memory_allocated` above the allocation before the forward;
+* peak memory of one forward, not counting weights and input. On CPU two views:
+  - tensor peak: the most bytes of live tensors the forward allocated at once (output
+    included), replayed from `torch.profiler` memory events (allocations per op, frees);
+    exact and deterministic, blind to allocator overhead and library workspaces;
+  - RSS growth: growth of the peak resident set (Linux `VmHWM`, reset through
+    `/proc/self/clear_refs` once model and input exist; `ru_maxrss` delta where that is not
+    allowed) in a fresh subprocess per measurement: what the OS sees, including glibc
+    malloc's caching and fragmentation, so a few MiB either way is allocator noise;
+  on CUDA, `torch.cuda.max_memory_allocated` above the allocation before the forward;
 * the masked pretraining forward (`context_indices` from the default multi-block masks,
   8 x 0.15 and 2 x 0.7) against the full clip, with the context fraction K / N beside it.
 
@@ -202,7 +206,27 @@ def measure_case(case: tuple[str, int, int, int], device: str, repeats: int) -> 
     }
     if device == "cuda":
         result.update(cuda_memory(hf, ours, video, hf_video, contexts[0]))
+    else:
+        for key in ("hf", "ours", "ours_context0"):
+            label = key.replace("ours_context0", "ours_context")
+            result[f"{label}_tensor_peak_mib"] = tensor_peak_mib(runs[key])
     return result
+
+
+def tensor_peak_mib(fn: Callable[[], Any]) -> float:
+    """Most MiB of live tensors allocated by `fn` at once, from profiler memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with (
+        torch.inference_mode(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda event: event.time_range.start):
+        live += event.self_cpu_memory_usage  # + own allocations of an op, - a free
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def cuda_memory(
@@ -245,18 +269,27 @@ def print_table(device: str, results: dict[str, dict[str, Any]]) -> None:
                 f"{name:<7} {family:<14} {c['context_fraction']:>6.2f} "
                 f"{c['time_fraction']:>10.2f} {c['clips_per_s']:>9.2f}"
             )
-    memory_keys = [
-        k
-        for k in ("hf_peak_mib", "ours_peak_mib", "ours_context_peak_mib")
-        if k in next(iter(results.values()))
-    ]
-    if memory_keys:
-        print(f"\n{device}: peak memory of one forward above the weights (MiB)")
-        print(
-            f"{'config':<7} " + " ".join(f"{k.replace('_peak_mib', ''):>13}" for k in memory_keys)
-        )
+    print_memory(device, results)
+
+
+MEMORY_VIEWS = {
+    "tensor_peak_mib": "tensor peak",
+    "rss_peak_mib": "RSS growth",
+    "peak_mib": "CUDA allocated peak",
+}
+
+
+def print_memory(device: str, results: dict[str, dict[str, Any]]) -> None:
+    """One table per memory view present in the results (MiB, weights and input excluded)."""
+    first = next(iter(results.values()))
+    for suffix, title in MEMORY_VIEWS.items():
+        keys = [f"{impl}_{suffix}" for impl in ("hf", "ours", "ours_context")]
+        if keys[0] not in first:
+            continue
+        print(f"\n{device}: peak memory of one forward, {title} (MiB)")
+        print(f"{'config':<7} {'HF':>10} {'ours':>10} {'ours masked':>12}")
         for name, r in results.items():
-            print(f"{name:<7} " + " ".join(f"{r[k]:>13.1f}" for k in memory_keys))
+            print(f"{name:<7} {r[keys[0]]:>10.1f} {r[keys[1]]:>10.1f} {r[keys[2]]:>12.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.cases.split(","):
         cpu[name] = measure_case(CPU_CASES[name], "cpu", args.repeats)
         for impl in ("hf", "ours", "ours-context"):
-            cpu[name][f"{impl.replace('-', '_')}_peak_mib"] = child_memory_mib(
+            cpu[name][f"{impl.replace('-', '_')}_rss_peak_mib"] = child_memory_mib(
                 name, impl, args.threads
             )
     print_table("cpu", cpu)
