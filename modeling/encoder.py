@@ -181,7 +181,7 @@ class VisionEncoder(nn.Module):
             rope = rope_for_grid(grid, head_dim, tokens.device, tokens.dtype)
         else:
             check_indices(context_indices, tokens.shape[0], tokens.shape[1])
-            context_indices = context_indices.long()
+            context_indices = context_indices.to(tokens.device, torch.long)
             index = context_indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # (B, K, D)
             tokens = tokens.gather(1, index)  # (B, K, D)
             rope = rope_for_indices(context_indices, grid, head_dim, tokens.dtype)

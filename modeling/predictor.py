@@ -127,7 +127,8 @@ class Predictor(nn.Module):
         mask_token = self.mask_tokens[mask_index % self.config.num_mask_tokens]  # (1, 1, W)
         targets = mask_token.to(embedded.dtype).expand(batch, target_indices.shape[1], -1)
         tokens = torch.cat((embedded, targets), dim=1)  # (B, K+M, W)
-        positions = torch.cat((context_indices, target_indices), dim=1).long()  # (B, K+M)
+        positions = torch.cat((context_indices, target_indices), dim=1)  # (B, K+M)
+        positions = positions.to(embedded.device, torch.long)
 
         order = torch.argsort(positions, dim=1)  # (B, K+M)
         tokens = _take(tokens, order)  # (B, K+M, W), sorted by position
