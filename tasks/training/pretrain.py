@@ -129,11 +129,14 @@ class PretrainJob:
         with torch.no_grad():
             target_features = self.target(video)  # (B, N, D)
         losses = []
-        for pair in generate_masks(self.masks, video.shape[0], grid, generator=self.generator):
+        pairs = generate_masks(self.masks, video.shape[0], grid, generator=self.generator)
+        for family, pair in enumerate(pairs):  # each mask family has its own mask token
             context_indices = pair.context.to(video.device)  # (B, K)
             target_indices = pair.target.to(video.device)  # (B, M)
             context = self.encoder(video, context_indices)  # (B, K, D)
-            predicted = self.predictor(context, context_indices, target_indices, grid)  # (B, M, D)
+            predicted = self.predictor(
+                context, context_indices, target_indices, grid, mask_index=family
+            )  # (B, M, D)
             losses.append(jepa_loss(predicted, target_features, target_indices))
         return torch.stack(losses).mean()
 
