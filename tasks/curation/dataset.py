@@ -18,6 +18,7 @@ import json
 import os
 import posixpath
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -27,12 +28,13 @@ import pyarrow.parquet as pq
 from tasks import storage
 from tasks.curation.config import CurationConfig
 from tasks.curation.sources import MissingInput, SourceItem
-from tasks.curation.writer import SHARD_SCHEMA, STAGING_DIR
+from tasks.curation.writer import SHARD_SCHEMA, STAGING_DIR, read_part, write_parquet
 
 FORMAT = "vjepa-curated-clips/1"
 MANIFEST = "manifest.json"
 REJECTED = "rejected.parquet"
 SHARDS_DIR = "shards"
+IO_THREADS = 4
 REJECTED_SCHEMA = pa.schema(
     [("source", pa.string()), ("stage", pa.string()), ("reason", pa.string())]
 )
@@ -70,24 +72,28 @@ def done_uri(output: str, key: str = "") -> str:
     return storage.join(folder, f"{key}.json") if key else folder
 
 
-def put_bytes(uri: str, data: bytes) -> None:
-    """Write `data` at `uri` atomically: temp file + rename locally, one PUT on S3."""
+def put_bytes(uri: str, data: bytes | pa.Buffer, durable: bool = False) -> None:
+    """Write `data` at `uri` atomically: temp file + rename locally, one PUT on S3.
+
+    `durable` also fsyncs locally (commit markers): a marker must never survive a
+    crash that its parts did not."""
     fs, path = storage.filesystem(uri)
     if storage.is_remote(uri):
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, bytes(data))
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
     with open(temporary, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(temporary, path)
 
 
 def commit_source(output: str, result: SourceResult) -> None:
     """Mark a source done; its parts must already be written."""
-    put_bytes(done_uri(output, result.key), result.to_json().encode())
+    put_bytes(done_uri(output, result.key), result.to_json().encode(), durable=True)
 
 
 def load_committed(output: str) -> dict[str, SourceResult]:
@@ -103,29 +109,38 @@ def load_committed(output: str) -> dict[str, SourceResult]:
     return {result.key: result for result in results}
 
 
-def _read_parts(output: str, results: Iterable[SourceResult]) -> pa.Table:
-    tables = [SHARD_SCHEMA.empty_table()]
-    for result in results:
-        for part in result.parts:
-            fs, path = storage.filesystem(storage.join(output, part))
-            with fs.open(path, "rb") as handle:
-                tables.append(pq.read_table(handle, schema=SHARD_SCHEMA))
-    table = pa.concat_tables(tables)
-    return table.sort_by("clip_id")
+def _committed_clips(output: str, results: Iterable[SourceResult]) -> tuple[pa.Table, pa.Array]:
+    """All kept clips (parts memory-mapped where possible) and their order by clip id."""
+    uris = [storage.join(output, part) for result in results for part in result.parts]
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+        table = pa.concat_tables([SHARD_SCHEMA.empty_table(), *pool.map(read_part, uris)])
+    # Only the order is computed here; each shard copies its own rows once, in `take`.
+    return table, pc.sort_indices(table["clip_id"])
 
 
-def _write_shards(output: str, table: pa.Table, config: CurationConfig) -> list[dict[str, Any]]:
-    shards = []
-    for index, start in enumerate(range(0, table.num_rows, config.rows_per_shard)):
-        chunk = table.slice(start, config.rows_per_shard)
-        buffer = io.BytesIO()
-        pq.write_table(chunk, buffer, compression=config.shard_compression, row_group_size=16)
-        data = buffer.getvalue()
-        relative = f"{SHARDS_DIR}/shard-{index:05d}.parquet"
-        put_bytes(storage.join(output, relative), data)
-        shards.append(
-            {"path": relative, "rows": chunk.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
-        )
+def _write_shard(output: str, index: int, chunk: pa.Table, compression: str) -> dict[str, Any]:
+    sink = pa.BufferOutputStream()
+    write_parquet(chunk, sink, compression)
+    data = sink.getvalue()  # pa.Buffer: no copy
+    relative = f"{SHARDS_DIR}/shard-{index:05d}.parquet"
+    put_bytes(storage.join(output, relative), data)
+    return {"path": relative, "rows": chunk.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _write_shards(
+    output: str, table: pa.Table, order: pa.Array, config: CurationConfig
+) -> list[dict[str, Any]]:
+    size, compression = config.rows_per_shard, config.shard_compression
+
+    def write(index: int, start: int) -> dict[str, Any]:
+        return _write_shard(output, index, table.take(order.slice(start, size)), compression)
+
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # pyarrow and hashlib release the GIL
+        futures = [
+            pool.submit(write, index, start)
+            for index, start in enumerate(range(0, table.num_rows, size))
+        ]
+        shards = [future.result() for future in futures]
     _remove_stale_shards(output, {shard["path"] for shard in shards})
     return shards
 
@@ -167,10 +182,11 @@ def assemble_dataset(
     """Write shards, `rejected.parquet` and (last) `manifest.json`; returns the manifest."""
     ordered = [results[source.key(config.fingerprint())] for source in sources]
     kept = [result for result in ordered if not result.rejected]
-    table = _read_parts(output, kept)
-    if table.num_rows != len(pc.unique(table["clip_id"])):
+    table, order = _committed_clips(output, kept)
+    clip_ids = table["clip_id"].take(order).to_pylist()
+    if len(clip_ids) != len(set(clip_ids)):
         raise RuntimeError("duplicate clip ids in the committed parts; staging area is corrupt")
-    shards = _write_shards(output, table, config)
+    shards = _write_shards(output, table, order, config)
     rejected = rejected_table(missing, ordered)
     buffer = io.BytesIO()
     pq.write_table(rejected, buffer)
@@ -183,7 +199,7 @@ def assemble_dataset(
     }
     manifest = {
         "format": FORMAT,
-        "version": dataset_version(config, table["clip_id"].to_pylist(), inputs),
+        "version": dataset_version(config, clip_ids, inputs),
         "config": config.to_dict(output_only=True),
         "clip": {
             "layout": "THWC",

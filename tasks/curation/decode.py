@@ -11,18 +11,21 @@ pipeline uses end rows to commit a source only when all its clips are written.
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import tempfile
 import threading
 import uuid
 from collections.abc import Generator, Iterator
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
 from tasks.curation.config import CurationConfig
 from tasks.curation.probe import explain_stderr, media_url
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 CLIP_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "vjepa-platform/curation/clip")
 
 
@@ -65,6 +68,42 @@ def _read_exact(stream: IO[bytes], buffer: np.ndarray) -> bool:
             return False
         filled += count
     return True
+
+
+def read_ahead(items: Generator[Item, None, Result], depth: int) -> Generator[Item, None, Result]:
+    """Run `items` in a background thread up to `depth` items ahead; re-raises its errors."""
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> None:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                put(("item", next(items)))
+        except StopIteration as end:
+            put(("done", end.value))
+        except BaseException as error:  # handed to the consumer thread
+            put(("error", error))
+
+    threading.Thread(target=produce, name="decode-read-ahead", daemon=True).start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "item":
+                yield value
+            elif kind == "done":
+                return value  # type: ignore[no-any-return]
+            else:
+                raise value
+    finally:
+        stop.set()  # an early close: the producer ends when the caller kills ffmpeg
 
 
 class DecodeStage:
@@ -113,7 +152,8 @@ class DecodeStage:
             watchdog.start()
             try:
                 assert process.stdout is not None
-                count = yield from self._read_clips(process.stdout)
+                # Read ahead in a thread: ffmpeg keeps decoding while later stages work on a batch.
+                count = yield from read_ahead(self._read_clips(process.stdout), depth=2)
                 returncode = process.wait()
             finally:
                 watchdog.cancel()

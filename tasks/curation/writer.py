@@ -1,7 +1,7 @@
-"""Writer stage and the shard schema: clip rows become parquet *parts* in the staging area.
+"""Writer stage and the shard schema: clip rows become Arrow IPC *parts* in the staging area.
 
 The stage writes the kept clips of each source in a batch to
-`OUTPUT/_staging/parts/<source key>/<first clip id>.parquet` (deterministic
+`OUTPUT/_staging/parts/<source key>/<first clip id>.arrow` (deterministic
 names, so a retried batch overwrites rather than duplicates) and returns small
 metadata rows without frames; the driver turns those into per-source commits.
 The final shards (see `tasks.curation.dataset`) use the same schema as parts.
@@ -13,6 +13,7 @@ shape `(T, H, W, C)` (RGB), recorded per row in `shape`.
 from __future__ import annotations
 
 import posixpath
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,9 @@ from tasks import storage
 from tasks.curation.config import CurationConfig
 
 STAGING_DIR = "_staging"
+# Parts are scratch space read back once by the assembly: uncompressed Arrow IPC costs
+# the decode workers no CPU and is memory-mapped (zero-copy) when the assembly reads it.
+PART_SUFFIX = ".arrow"
 SHARD_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -79,16 +83,38 @@ def clip_table(batch: dict[str, np.ndarray], rows: np.ndarray, config: CurationC
     return pa.table(columns, schema=SHARD_SCHEMA)
 
 
-def write_table(table: pa.Table, uri: str, compression: str) -> None:
-    """Write `table` as parquet to a local path or `s3://` URI (small row groups for streaming)."""
+def write_parquet(table: pa.Table, sink: Any, compression: str) -> None:
+    """Parquet with small row groups (readers stream); no dictionary or min/max stats for the
+    multi-megabyte `frames` values, where they only cost CPU."""
+    small = [name for name in table.column_names if name != "frames"]
+    pq.write_table(
+        table,
+        sink,
+        compression=compression,
+        row_group_size=16,
+        use_dictionary=small,
+        write_statistics=small,
+    )
+
+
+def write_part(table: pa.Table, uri: str) -> None:
+    """Write `table` as an uncompressed Arrow IPC file to a local path or `s3://` URI."""
     fs, path = storage.filesystem(uri)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "wb") as handle:
-        pq.write_table(table, handle, compression=compression, row_group_size=16)
+    with fs.open(path, "wb") as handle, pa.ipc.new_file(handle, table.schema) as writer:
+        writer.write_table(table)
+
+
+def read_part(uri: str) -> pa.Table:
+    """A part written by `write_part`: memory-mapped when local, one read when remote."""
+    if not storage.is_remote(uri):
+        return pa.ipc.open_file(pa.memory_map(uri)).read_all()
+    fs, path = storage.filesystem(uri)
+    return pa.ipc.open_file(pa.py_buffer(fs.cat_file(path))).read_all()
 
 
 class PartWriterStage:
-    """Writes kept clips as parquet parts; returns one metadata row per input row (no frames)."""
+    """Writes kept clips as parts; returns one metadata row per input row (no frames)."""
 
     def __init__(self, config: CurationConfig, output: str) -> None:
         self.config = config
@@ -99,13 +125,9 @@ class PartWriterStage:
         parts = np.full(len(keep), "", dtype=object)
         for key in np.unique(batch["key"][keep]):
             rows = np.flatnonzero(keep & (batch["key"] == key))
-            name = f"{batch['clip_id'][rows[0]]}.parquet"
+            name = f"{batch['clip_id'][rows[0]]}{PART_SUFFIX}"
             relative = "/".join((STAGING_DIR, "parts", str(key), name))
-            write_table(
-                clip_table(batch, rows, self.config),
-                storage.join(self.output, relative),
-                self.config.shard_compression,
-            )
+            write_part(clip_table(batch, rows, self.config), storage.join(self.output, relative))
             parts[rows] = relative
         out = {column: batch[column] for column in META_COLUMNS}
         out["part"] = parts.astype(str)

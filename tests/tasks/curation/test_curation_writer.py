@@ -13,7 +13,7 @@ from tasks.curation.config import CurationConfig
 from tasks.curation.dataset import SourceResult, assemble_dataset, commit_source, load_committed
 from tasks.curation.decode import clip_id
 from tasks.curation.sources import MissingInput, SourceItem
-from tasks.curation.writer import PartWriterStage, frames_array
+from tasks.curation.writer import PartWriterStage, frames_array, read_part
 
 CONFIG = CurationConfig(fps=4, frames=2, size=16, rows_per_shard=2)
 
@@ -54,7 +54,7 @@ def test_writer_keeps_only_good_clips(tmp_path: Path) -> None:
     out = PartWriterStage(CONFIG, str(tmp_path))(_batch("/v/a.mp4", "ka", 3, ("", "frozen", "")))
     assert "frames" not in out
     assert out["part"][1] == "" and out["part"][3] == ""  # dropped clip, end row
-    table = pq.read_table(tmp_path / str(out["part"][0]))
+    table = read_part(str(tmp_path / str(out["part"][0])))
     assert table.num_rows == 2 and table["clip_index"].to_pylist() == [0, 2]
     clip = np.frombuffer(table["frames"][1].as_py(), np.uint8).reshape(table["shape"][1].as_py())
     assert clip.shape == CONFIG.clip_shape and int(clip[0, 0, 0, 0]) == 2
