@@ -1,0 +1,109 @@
+"""`vjepa posttrain`: action-conditioned post-training (V-JEPA 2-AC) on a frozen encoder."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from flows.commands.common import UsageError, add_scale_arguments, emit_json, scale_config
+
+if TYPE_CHECKING:
+    from tasks.training.posttrain import PosttrainConfig
+
+ORDER = 50
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "posttrain",
+        help="train an action-conditioned predictor on robot trajectories (Ray Train)",
+        description=(
+            "V-JEPA 2-AC: a frozen encoder, an AC predictor trained with teacher-forcing and "
+            "rollout L1 losses on windows of a LeRobot dataset. Some episodes are held out to "
+            "compare the rollout error with the no-change baseline. Checkpoints, metrics, "
+            "loss.png, summary.json and final/world_model/ go to --output."
+        ),
+    )
+    parser.add_argument(
+        "--encoder", required=True, help="encoder checkpoint (any layout, local or s3://)"
+    )
+    parser.add_argument(
+        "--trajectories", required=True, help="LeRobot v3 dataset (folder or s3://)"
+    )
+    parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per worker and step")
+    parser.add_argument("--frames", type=int, default=4, help="frames per window (default 4)")
+    parser.add_argument(
+        "--rollout-steps", type=int, default=2, help="rollout loss steps (default 2)"
+    )
+    parser.add_argument("--preset", default="tiny", help="AC predictor size: tiny, small, paper")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument(
+        "--fps", type=float, default=None, help="control rate (default: dataset fps)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="frame size (default: dataset's)"
+    )
+    parser.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    add_scale_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    parser.set_defaults(handler=run)
+
+
+def _config(args: argparse.Namespace) -> PosttrainConfig:
+    from tasks.runtime import local_uri
+    from tasks.training.posttrain import PosttrainConfig
+
+    try:
+        return PosttrainConfig(
+            encoder=local_uri(args.encoder),
+            trajectories=local_uri(args.trajectories),
+            output=local_uri(args.output),
+            steps=args.steps,
+            batch_size=args.batch_size,
+            frames=args.frames,
+            rollout_steps=args.rollout_steps,
+            preset=args.preset,
+            peak_lr=args.lr,
+            fps=args.fps,
+            image_size=args.image_size,
+            holdout_fraction=args.holdout,
+            checkpoint_every=args.checkpoint_every,
+            seed=args.seed,
+            resume=args.resume,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def run(args: argparse.Namespace) -> int:
+    from tasks.training.launch import ExistingRunError, check_output
+    from tasks.training.posttrain import check_encoder, describe_dataset
+
+    config = _config(args)
+    try:  # fail fast, before Prefect and Ray start
+        check_encoder(config.encoder)
+        describe_dataset(config)
+        check_output(config.output, config.resume)
+    except (ExistingRunError, FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from error
+    from flows.posttrain import posttrain_flow
+
+    try:
+        summary = posttrain_flow(config, scale_config(args))
+    except (ExistingRunError, FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from error
+    print(
+        f"post-trained {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "
+        f"{summary['final_loss']:.4f}; held-out rollout error {summary['heldout_rollout_error']:.4f} "
+        f"vs no-change {summary['heldout_copy_error']:.4f}; world model at {summary['checkpoint']}"
+    )
+    if args.json:
+        emit_json(summary)
+    return 0

@@ -1,0 +1,116 @@
+"""Prefect flow behind `vjepa eval-planning`: closed-loop planning vs random actions.
+
+One task runs the episodes (in-process planner, or the HTTP planner when a server
+URL is given), one publishes a markdown artifact with the headline figures and the
+per-episode table, beside a PNG of the final distances.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks import storage
+from tasks.planning.evaluate import EvalConfig, Planner, evaluate, plot_distances
+
+ARTIFACT_KEY = "eval-planning"
+
+
+class ServerUnavailableError(RuntimeError):
+    """`--server` was given but the HTTP planner client is not installed."""
+
+
+class HttpPlanner:
+    """`Planner` over `serving.client.PlannerClient` (the server shifts the previous plan)."""
+
+    def __init__(self, url: str, token: str | None, model: str | None = None) -> None:
+        try:
+            from serving.client import PlannerClient
+        except ImportError as error:
+            raise ServerUnavailableError(
+                f"planning through a server is not available here ({error}); "
+                "run without --server to plan in-process"
+            ) from error
+        self.client = PlannerClient(url, token)
+        self.model = model
+
+    def plan(self, frame: Any, state: Any, goal: Any, previous_plan: Any = None) -> Any:
+        return self.client.plan(frame, state, goal, previous_plan, model=self.model).actions
+
+
+def make_planner(
+    config: EvalConfig, server: str | None, token_env: str | None
+) -> tuple[Planner, float | None]:
+    """The planner and the model's control rate (None when only the server knows it)."""
+    if server:
+        token = os.environ.get(token_env) if token_env else None
+        if token_env and not token:
+            raise ValueError(f"--token-env {token_env}: that environment variable is not set")
+        return HttpPlanner(server, token), None
+    from tasks.planning.evaluate import WorldModelPlanner, load_planner_model
+
+    model = load_planner_model(config.checkpoint)
+    return WorldModelPlanner(model, seed=config.seed), model.spec.control_fps
+
+
+@task(name="closed-loop-episodes", cache_policy=NO_CACHE)
+def run_episodes(
+    config: EvalConfig, server: str | None, token_env: str | None, model_fps: float | None
+) -> dict[str, Any]:
+    """Planner and random baseline on the same seeded episodes; progress on stderr."""
+    planner, fps = make_planner(config, server, token_env)
+    return evaluate(config, planner, model_fps=fps or model_fps)
+
+
+def _markdown(summary: dict[str, Any], plot: str | None) -> str:
+    rows = "\n".join(
+        f"| {p['episode']} | {p['initial_distance']:.3f} | {p['final_distance']:.3f} "
+        f"| {'yes' if p['success'] else 'no'} | {r['final_distance']:.3f} "
+        f"| {'yes' if r['success'] else 'no'} |"
+        for p, r in zip(summary["planner_episodes"], summary["random_episodes"], strict=True)
+    )
+    return (
+        f"# Closed-loop planning in {summary['env']}\n\n"
+        f"World model `{summary['checkpoint']}`, {summary['episodes']} episodes, at most "
+        f"{summary['steps']} planning steps, tolerance {summary['tolerance']}.\n\n"
+        "| controller | success rate | mean final distance |\n| --- | --- | --- |\n"
+        f"| planner (CEM) | {summary['success_rate']:.2f} | {summary['mean_final_distance']:.3f} |\n"
+        f"| random actions | {summary['random_success_rate']:.2f} "
+        f"| {summary['random_mean_final_distance']:.3f} |\n\n"
+        f"Plot: `{plot}`\n\n"
+        "| episode | start distance | planner final | planner success | random final "
+        f"| random success |\n| --- | --- | --- | --- | --- | --- |\n{rows}\n"
+    )
+
+
+@task(name="publish-eval-planning", cache_policy=NO_CACHE)
+def publish(summary: dict[str, Any], output: str) -> dict[str, Any]:
+    """results.json, final_distance.png and the markdown artifact; returns the file URIs."""
+    import json
+
+    plot = plot_distances(summary, storage.join(output, "final_distance.png"))
+    results = storage.join(output, "results.json")
+    fs, path = storage.filesystem(results)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, json.dumps(summary, indent=2, sort_keys=True).encode())
+    create_markdown_artifact(
+        key=ARTIFACT_KEY, markdown=_markdown(summary, plot), description="vjepa eval-planning"
+    )
+    return {"plot": plot, "results": results}
+
+
+@flow(name="eval-planning")
+def eval_planning_flow(
+    config: EvalConfig,
+    output: str,
+    server: str | None = None,
+    token_env: str | None = None,
+    model_fps: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate receding-horizon planning against random actions; returns the summary."""
+    summary = run_episodes(config, server, token_env, model_fps)
+    return {**summary, **publish(summary, output)}

@@ -1,0 +1,1 @@
+"""Closed-loop evaluation of world models: receding-horizon planning in Gymnasium envs."""

@@ -1,0 +1,301 @@
+"""Closed-loop planning evaluation: receding-horizon CEM toward goal images vs random actions.
+
+For every episode: reset the env with a seed, roll out `goal_steps` random actions and
+keep the reached frame and `info["state"]` as the goal; reset with the same seed; then,
+up to `max_steps` times, plan toward the goal image (`Planner.plan`), execute the first
+action (held for `action_repeat` env steps when the model runs at a lower control rate
+than the env), observe, re-plan warm-started from the previous plan. The same episodes
+run again with uniform random actions. Success = the state within `tolerance` of the
+goal state; an episode stops early once it succeeds (for both controllers alike).
+
+Works with any env that follows the collect protocol (Box actions, `rgb_array` frames,
+`info["state"]` or a Box observation). The planner is in-process (`WorldModelPlanner`)
+or anything with the same `plan` method (the HTTP client, wired in by the flow).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from modeling.cem import shift_plan
+from modeling.world_model import WorldModel, load_world_model
+from tasks.robot.collect import RandomPolicy, check_env, extract_state, make_env
+
+Controller = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (frame, state) -> action
+
+
+class Planner(Protocol):
+    """Plans `(H, A)` actions from the current frame `(H, W, 3)`, state `(S,)` and goal image."""
+
+    def plan(
+        self,
+        frame: np.ndarray,
+        state: np.ndarray,
+        goal: np.ndarray,
+        previous_plan: np.ndarray | None = None,
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `vjepa eval-planning` runs."""
+
+    env: str
+    checkpoint: str
+    episodes: int = 10
+    tolerance: float = 0.1
+    max_steps: int = 20
+    goal_steps: int = 10
+    seed: int = 0
+    action_repeat: int | None = None  # None: env fps / model control fps (1 if unknown)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if min(self.episodes, self.max_steps, self.goal_steps) < 1:
+            raise ValueError("episodes, max_steps and goal_steps must be >= 1")
+        if self.tolerance <= 0:
+            raise ValueError(f"tolerance must be positive, got {self.tolerance}")
+        if self.action_repeat is not None and self.action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {self.action_repeat}")
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """One controller's run of one episode."""
+
+    episode: int
+    seed: int
+    initial_distance: float
+    final_distance: float
+    success: bool
+    steps: int
+
+
+class WorldModelPlanner:
+    """In-process planning with `WorldModel.plan` (CEM), warm-started by `shift_plan`."""
+
+    def __init__(self, model: WorldModel, seed: int = 0, **cem_overrides: Any) -> None:
+        self.model = model.eval()
+        self.cem = model.spec.cem_config(**cem_overrides)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _image(self, frame: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 at the model's image size (bilinear resize when it differs)."""
+        image = torch.as_tensor(np.ascontiguousarray(frame))  # (H, W, 3)
+        size = self.model.spec.image_size
+        if image.shape[:2] == (size, size):
+            return image
+        chw = image.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        resized = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True)
+        return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)  # (S, S, 3)
+
+    def plan(
+        self,
+        frame: np.ndarray,
+        state: np.ndarray,
+        goal: np.ndarray,
+        previous_plan: np.ndarray | None = None,
+    ) -> np.ndarray:
+        frames = self._image(frame)[None, None]  # (1, 1, S, S, 3)
+        goals = self._image(goal)[None]  # (1, S, S, 3)
+        states = torch.as_tensor(state, dtype=torch.float32).reshape(1, 1, -1)  # (1, 1, S)
+        warm = None
+        if previous_plan is not None:
+            warm = shift_plan(torch.as_tensor(previous_plan, dtype=torch.float32)[None])
+        result = self.model.plan(frames, states, goals, self.cem, warm, self.generator)
+        return result.plan[0].numpy()  # (H, A)
+
+
+def load_planner_model(uri: str) -> WorldModel:
+    """A world-model bundle from a local folder or an `s3://` prefix."""
+    from tasks.training.outputs import fetch_file
+
+    with tempfile.TemporaryDirectory(prefix="vjepa-world-model-") as scratch:
+        return load_world_model(fetch_file(uri.rstrip("/"), scratch))
+
+
+def _observe(env: Any, observation: Any, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    frame = np.asarray(env.render(), dtype=np.uint8)  # (H, W, 3)
+    return frame, extract_state(observation, info, env.observation_space)
+
+
+def make_goal(env: Any, seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Goal frame and state: `steps` random actions from `reset(seed=seed)`."""
+    observation, info = env.reset(seed=seed)
+    policy = RandomPolicy(check_env(env), seed=seed + 1_000_003)
+    for _ in range(steps):
+        observation, _, terminated, truncated, info = env.step(policy.act(observation, info))
+        if terminated or truncated:
+            break
+    return _observe(env, observation, info)
+
+
+def run_episode(
+    env: Any,
+    seed: int,
+    goal_state: np.ndarray,
+    controller: Controller,
+    config: EvalConfig,
+    repeat: int,
+) -> tuple[float, float, int]:
+    """(initial distance, final distance, control steps) of one controller from `reset(seed)`."""
+    observation, info = env.reset(seed=seed)
+    frame, state = _observe(env, observation, info)
+    initial = distance = float(np.linalg.norm(state - goal_state))
+    steps = 0
+    while steps < config.max_steps and distance > config.tolerance:
+        action = controller(frame, state)
+        ended = False
+        for _ in range(repeat):
+            observation, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                ended = True
+                break
+        frame, state = _observe(env, observation, info)
+        distance = float(np.linalg.norm(state - goal_state))
+        steps += 1
+        if ended:
+            break
+    return initial, distance, steps
+
+
+def planner_controller(
+    planner: Planner, goal: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> Controller:
+    """Receding horizon: plan, keep the first action, remember the plan for the warm start."""
+    memory: dict[str, np.ndarray] = {}
+
+    def act(frame: np.ndarray, state: np.ndarray) -> np.ndarray:
+        plan = np.asarray(planner.plan(frame, state, goal, memory.get("plan")), dtype=np.float32)
+        memory["plan"] = plan  # (H, A)
+        return np.clip(plan[0], low, high)
+
+    return act
+
+
+def random_controller(env: Any, seed: int) -> Controller:
+    policy = RandomPolicy(check_env(env), seed=seed + 2_000_003)
+    return lambda frame, state: policy.act(state, {})
+
+
+def action_repeat(env: Any, model_fps: float | None, configured: int | None) -> int:
+    """Env steps per planned action: the configured value, else env fps / model control fps."""
+    if configured is not None:
+        return configured
+    env_fps = (getattr(env, "metadata", None) or {}).get("render_fps")
+    if not env_fps or not model_fps:
+        return 1
+    return max(1, round(float(env_fps) / float(model_fps)))
+
+
+ProgressFn = Callable[[int, EpisodeResult, EpisodeResult], None]
+
+
+def _print_progress(done: int, planned: EpisodeResult, random: EpisodeResult) -> None:
+    mark = "reached" if planned.success else "missed"
+    print(
+        f"[eval-planning] episode {done}: planner {mark} at distance {planned.final_distance:.3f} "
+        f"after {planned.steps} steps (start {planned.initial_distance:.3f}); "
+        f"random {random.final_distance:.3f}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def evaluate(
+    config: EvalConfig,
+    planner: Planner,
+    model_fps: float | None = None,
+    progress: ProgressFn | None = _print_progress,
+) -> dict[str, Any]:
+    """Run planner and random baseline on the same episodes; the summary with per-episode rows."""
+    env = make_env(config.env, config.env_kwargs)
+    started = time.monotonic()
+    planned: list[EpisodeResult] = []
+    randoms: list[EpisodeResult] = []
+    try:
+        space = check_env(env)
+        repeat = action_repeat(env, model_fps, config.action_repeat)
+        for episode in range(config.episodes):
+            seed = config.seed + episode
+            goal_frame, goal_state = make_goal(env, seed, config.goal_steps)
+            for rows, controller in (
+                (planned, planner_controller(planner, goal_frame, space.low, space.high)),
+                (randoms, random_controller(env, seed)),
+            ):
+                first, last, steps = run_episode(env, seed, goal_state, controller, config, repeat)
+                success = last <= config.tolerance
+                rows.append(EpisodeResult(episode, seed, first, last, success, steps))
+            if progress is not None:
+                progress(episode + 1, planned[-1], randoms[-1])
+    finally:
+        env.close()
+    return summarise(config, planned, randoms, repeat, time.monotonic() - started)
+
+
+def summarise(
+    config: EvalConfig,
+    planned: Sequence[EpisodeResult],
+    randoms: Sequence[EpisodeResult],
+    repeat: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """The `--json` payload: headline rates and distances, settings, per-episode rows."""
+    return {
+        "env": config.env,
+        "checkpoint": config.checkpoint,
+        "episodes": config.episodes,
+        "steps": config.max_steps,
+        "goal_steps": config.goal_steps,
+        "tolerance": config.tolerance,
+        "action_repeat": repeat,
+        "success_rate": float(np.mean([r.success for r in planned])),
+        "mean_final_distance": float(np.mean([r.final_distance for r in planned])),
+        "random_success_rate": float(np.mean([r.success for r in randoms])),
+        "random_mean_final_distance": float(np.mean([r.final_distance for r in randoms])),
+        "mean_initial_distance": float(np.mean([r.initial_distance for r in planned])),
+        "mean_planner_steps": float(np.mean([r.steps for r in planned])),
+        "seconds": round(seconds, 3),
+        "planner_episodes": [asdict(r) for r in planned],
+        "random_episodes": [asdict(r) for r in randoms],
+    }
+
+
+def plot_distances(summary: dict[str, Any], uri: str) -> str:
+    """A PNG at `uri`: final distance per episode, planner vs random, with the tolerance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tasks.training.outputs import upload_file
+
+    planned = [row["final_distance"] for row in summary["planner_episodes"]]
+    randoms = [row["final_distance"] for row in summary["random_episodes"]]
+    starts = [row["initial_distance"] for row in summary["planner_episodes"]]
+    index = np.arange(len(planned))
+    figure, axis = plt.subplots(figsize=(7, 3.5), dpi=100)
+    axis.bar(index - 0.2, planned, width=0.4, label="planner (CEM)")
+    axis.bar(index + 0.2, randoms, width=0.4, label="random actions")
+    axis.scatter(index, starts, marker="_", color="black", label="start distance")
+    axis.axhline(summary["tolerance"], linestyle="--", color="grey", label="tolerance")
+    axis.set_xlabel("episode")
+    axis.set_ylabel("final distance to goal state")
+    axis.set_title(f"closed-loop planning in {summary['env']}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    with tempfile.TemporaryDirectory(prefix="vjepa-plot-") as scratch:
+        local = Path(scratch) / "final_distance.png"
+        figure.savefig(local)
+        plt.close(figure)
+        return upload_file(local, uri)

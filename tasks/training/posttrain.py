@@ -1,0 +1,459 @@
+"""Action-conditioned post-training (V-JEPA 2-AC) on a frozen encoder, as a Ray Train job.
+
+Per step: a batch of windows (T frames + states + actions) from the LeRobot
+dataset arrives through Ray Data; the frozen encoder turns each frame into
+layer-normed features exactly as `WorldModel.encode_frames` does (it is that
+method); the AC predictor is trained with the teacher-forcing and k-step
+rollout L1 losses (`modeling.ac_predictor.ac_losses`) and AdamW.
+
+Some episodes are held out (a seeded, deterministic split). At the end the job
+measures, on their windows, the predictor's rollout error against the
+"no change" baseline (copying the context frame's features) and exports the
+world-model bundle `final/world_model/`, `loss.png` and `summary.json`.
+
+Action bounds in the exported spec come from the dataset's `meta/stats.json`
+(min/max of the recorded actions: the range the predictor has seen), with a
+scan of the data parquet files when the stats are missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from modeling.ac_predictor import ACPredictor, ACPredictorConfig, ac_losses, ac_tiny
+from modeling.checkpoints import load_encoder
+from modeling.jepa import LRSchedule, learning_rate, parameter_groups
+from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
+from tasks import storage
+from tasks.robot.windows import Window, WindowConfig
+from tasks.training.checkpoints import CheckpointStore
+from tasks.training.job import WorkerContext, autocast, unwrap
+from tasks.training.launch import ScaleConfig, check_output, fit
+from tasks.training.loop import LoopConfig, run_loop
+from tasks.training.outputs import fetch_file, plot_curves, upload_file, write_summary
+
+PRESETS = ("tiny", "small", "paper")
+# CEM settings that plan in well under a second per step on a laptop CPU with the tiny models.
+CPU_CEM = {"num_samples": 128, "num_elites": 12, "num_iterations": 4, "horizon": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class PosttrainConfig:
+    """Everything a post-training run needs; the CLI is a thin layer over it."""
+
+    encoder: str
+    trajectories: str
+    output: str
+    steps: int = 300
+    batch_size: int = 8
+    frames: int = 4
+    rollout_steps: int = 2
+    preset: str = "tiny"
+    peak_lr: float = 1e-3
+    weight_decay: float = 0.04
+    holdout_fraction: float = 0.2
+    image_size: int | None = None  # None: the dataset's (square) frame size
+    fps: float | None = None  # control rate; None: the dataset's rate
+    checkpoint_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+    cem: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(CPU_CEM))
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.batch_size, self.checkpoint_every, self.log_every) < 1:
+            raise ValueError("steps, batch_size, checkpoint_every and log_every must be >= 1")
+        if self.frames < 2 or not 1 <= self.rollout_steps <= self.frames - 1:
+            raise ValueError(
+                f"need frames >= 2 and 1 <= rollout_steps <= frames - 1, "
+                f"got frames={self.frames}, rollout_steps={self.rollout_steps}"
+            )
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown AC predictor preset {self.preset!r}; choose from {PRESETS}")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.image_size is not None and (self.image_size < 16 or self.image_size % 16):
+            raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
+
+    def schedule(self) -> LRSchedule:
+        warmup = max(1, self.steps // 20)
+        decay = self.steps // 5
+        return LRSchedule(warmup, self.steps - warmup - decay, decay, self.peak_lr, 1e-5, 1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+    """What the driver learns about the trajectories before training starts."""
+
+    image_size: int
+    fps: float
+    state_dim: int
+    action_dim: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    train_episodes: tuple[int, ...]
+    heldout_episodes: tuple[int, ...]
+
+    def windows(self, config: PosttrainConfig) -> WindowConfig:
+        size = (self.image_size, self.image_size)
+        return WindowConfig(num_frames=config.frames, fps=self.fps, size=size)
+
+
+def split_episodes(
+    indices: Iterable[int], fraction: float, seed: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(train, held out): a seeded permutation, at least one episode on each side."""
+    ordered = sorted(indices)
+    if len(ordered) < 2:
+        raise ValueError(
+            f"need at least 2 episodes to hold some out, the dataset has {len(ordered)}"
+        )
+    count = min(len(ordered) - 1, max(1, round(fraction * len(ordered))))
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    held = {ordered[i] for i in order[:count]}
+    return tuple(i for i in ordered if i not in held), tuple(sorted(held))
+
+
+def _action_bounds(uri: str, info: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
+    """min/max of the recorded actions: `meta/stats.json`, else a scan of the data files."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from tasks.robot.layout import STATS_PATH
+    from tasks.robot.lerobot_read import _vectors
+
+    fs, root = storage.filesystem(uri)
+    stats_path = storage.join(root, *STATS_PATH.split("/"))
+    if fs.exists(stats_path):
+        stats = json.loads(fs.cat_file(stats_path)).get(key, {})
+        if "min" in stats and "max" in stats:
+            return [float(v) for v in stats["min"]], [float(v) for v in stats["max"]]
+    values = [
+        _vectors(pq.read_table(fs.open(path, "rb"), columns=[key]).column(key))
+        for path in sorted(fs.glob(storage.join(root, "data", "**", "*.parquet")))
+    ]
+    if not values:
+        raise ValueError(f"{uri}: no data files to take the action bounds from")
+    actions = np.concatenate(values)  # (N, A)
+    return actions.min(axis=0).tolist(), actions.max(axis=0).tolist()
+
+
+def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
+    """Image size, rates, dims, action bounds and the episode split; clear errors on bad data."""
+    from tasks.robot.lerobot_read import LeRobotReader
+    from tasks.robot.windows import frame_stride
+
+    reader = LeRobotReader(config.trajectories)
+    fps = config.fps or reader.fps
+    frame_stride(reader.fps, fps)
+    height, width = (int(v) for v in reader.info["features"][reader.video_key]["shape"][:2])
+    image_size = config.image_size or height
+    if config.image_size is None and (height != width or height % 16):
+        raise ValueError(
+            f"frames are {height}x{width}; pass an image size (a multiple of 16) to resize them"
+        )
+    low, high = _action_bounds(config.trajectories, reader.info, reader.action_key)
+    if any(h <= lo for lo, h in zip(low, high, strict=True)):
+        high = [max(h, lo + 1e-3) for lo, h in zip(low, high, strict=True)]  # a constant action
+    train, held = split_episodes(reader.episode_indices, config.holdout_fraction, config.seed)
+    state_shape = reader.info["features"][reader.state_key]["shape"]
+    return DatasetFacts(
+        image_size=image_size,
+        fps=float(fps),
+        state_dim=int(np.prod(state_shape)),
+        action_dim=len(low),
+        action_low=tuple(low),
+        action_high=tuple(high),
+        train_episodes=train,
+        heldout_episodes=held,
+    )
+
+
+def predictor_config(
+    preset: str, embed_dim: int, grid: int, facts: DatasetFacts
+) -> ACPredictorConfig:
+    """The AC predictor for `preset`, sized for the encoder width, frame grid and robot dims."""
+    sizes: dict[str, dict[str, Any]] = {
+        "tiny": {},
+        "small": {"width": 192, "depth": 4, "num_heads": 4, "mlp_hidden": 768},
+        "paper": {"width": 1024, "depth": 24, "num_heads": 16, "mlp_hidden": 4096},
+    }
+    return ac_tiny(
+        embed_dim=embed_dim,
+        grid_height=grid,
+        grid_width=grid,
+        action_dim=facts.action_dim,
+        state_dim=facts.state_dim,
+        **sizes[preset],
+    )
+
+
+class ACObjective(nn.Module):
+    """Both AC losses in one forward, so DDP sees (and all-reduces) every predictor gradient."""
+
+    def __init__(self, predictor: ACPredictor, rollout_steps: int) -> None:
+        super().__init__()
+        self.predictor = predictor
+        self.rollout_steps = rollout_steps
+
+    def forward(
+        self, features: torch.Tensor, actions: torch.Tensor, states: torch.Tensor
+    ) -> torch.Tensor:
+        losses = ac_losses(self.predictor, features, actions, states, self.rollout_steps)
+        return torch.stack([losses.teacher_forcing, losses.rollout])  # (2,)
+
+
+class PosttrainJob:
+    """Frozen encoder + trainable AC predictor, held together as a `WorldModel`."""
+
+    def __init__(
+        self,
+        config: PosttrainConfig,
+        facts: DatasetFacts,
+        context: WorkerContext,
+        encoder_path: str | Path,
+    ) -> None:
+        torch.manual_seed(config.seed)
+        self.config, self.facts, self.context = config, facts, context
+        encoder = load_encoder(encoder_path).requires_grad_(False).eval()
+        grid = encoder.grid((1, 3, 1, facts.image_size, facts.image_size))  # (1, H', W')
+        predictor = ACPredictor(
+            predictor_config(config.preset, encoder.config.width, grid[1], facts)
+        )
+        self.model = WorldModel(encoder, predictor, self.spec()).to(context.device)
+        self.objective: nn.Module = context.prepare(ACObjective(predictor, config.rollout_steps))
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(predictor, config.weight_decay), lr=config.peak_lr
+        )
+        self.schedule = config.schedule()
+
+    def spec(self) -> WorldModelSpec:
+        facts = self.facts
+        return WorldModelSpec(
+            image_size=facts.image_size,
+            action_dim=facts.action_dim,
+            state_dim=facts.state_dim,
+            action_low=facts.action_low,
+            action_high=facts.action_high,
+            control_fps=facts.fps,
+            name=f"ac-{self.config.preset}",
+            cem=dict(self.config.cem),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "predictor": self.model.predictor.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.predictor.load_state_dict(state["predictor"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def tensors(
+        self, batch: dict[str, np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Window batch -> features `(B, T*N, D)`, actions `(B, T-1, A)`, states `(B, T, S)`.
+
+        Frames are encoded here; a batch may instead carry `features` made earlier by the same
+        `encode_frames` (the frozen encoder is a pure function, so tests encode once).
+        """
+        device = self.context.device
+        if "features" in batch:
+            features = torch.as_tensor(batch["features"], device=device).float()  # (B, T*N, D)
+        else:
+            frames = torch.as_tensor(batch["frames"], device=device)  # (B, T, H, W, 3) uint8
+            with autocast(device):
+                features = self.model.encode_frames(frames).float()  # (B, T*N, D)
+        actions = torch.as_tensor(batch["actions"], dtype=torch.float32, device=device)
+        states = torch.as_tensor(batch["states"], dtype=torch.float32, device=device)
+        return features, actions, states
+
+    def train_step(self, batch: dict[str, np.ndarray], step: int) -> dict[str, float]:
+        lr = learning_rate(self.schedule, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        features, actions, states = self.tensors(batch)
+        self.model.predictor.train()
+        with autocast(self.context.device):
+            losses = self.objective(features, actions, states).float()  # (2,)
+        loss = losses.sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        teacher, rollout = (float(v) for v in losses.detach())
+        return {"loss": teacher + rollout, "teacher_forcing": teacher, "rollout": rollout, "lr": lr}
+
+    @torch.no_grad()
+    def heldout_errors(self, windows: Iterable[Window]) -> dict[str, Any]:
+        """Per-step L1 of the predictor's rollout and of "no change", over held-out windows."""
+        self.model.eval()
+        model_sum = torch.zeros(self.config.frames - 1)
+        copy_sum = torch.zeros(self.config.frames - 1)
+        count = 0
+        for batch in numpy_batches(windows, self.config.batch_size):
+            features, actions, states = self.tensors(batch)
+            errors = rollout_errors(self.model.predictor, features, actions, states)
+            model_sum += errors[0].sum(0).cpu()
+            copy_sum += errors[1].sum(0).cpu()
+            count += features.shape[0]
+        if count == 0:
+            raise ValueError("the held-out episodes are too short for one window")
+        model_steps, copy_steps = (model_sum / count).tolist(), (copy_sum / count).tolist()
+        horizon = self.config.rollout_steps
+        return {
+            "heldout_rollout_error": float(np.mean(model_steps[:horizon])),
+            "heldout_copy_error": float(np.mean(copy_steps[:horizon])),
+            "heldout_rollout_error_per_step": model_steps,
+            "heldout_copy_error_per_step": copy_steps,
+            "heldout_windows": count,
+        }
+
+    def export(self, heldout: Iterable[Window]) -> dict[str, Any]:
+        """World-model bundle, loss curve, held-out errors and summary under the output URI."""
+        output = self.config.output
+        bundle = export_bundle(self.model, storage.join(output, "final", "world_model"))
+        rows = CheckpointStore(output).metrics()
+        curve = plot_curves(
+            rows,
+            ["loss", "teacher_forcing", "rollout"],
+            storage.join(output, "loss.png"),
+            "AC post-training loss",
+        )
+        errors = self.heldout_errors(heldout)
+        last = rows[-10:]
+        summary = {
+            "job": "posttrain",
+            "steps": rows[-1]["step"] if rows else 0,
+            "first_loss": rows[0]["loss"] if rows else None,
+            "final_loss": sum(r["loss"] for r in last) / max(1, len(last)),
+            "final_teacher_forcing": sum(r["teacher_forcing"] for r in last) / max(1, len(last)),
+            "final_rollout": sum(r["rollout"] for r in last) / max(1, len(last)),
+            **errors,
+            "heldout_ratio": errors["heldout_rollout_error"]
+            / max(errors["heldout_copy_error"], 1e-12),
+            "beats_copy_baseline": errors["heldout_rollout_error"] < errors["heldout_copy_error"],
+            "train_episodes": list(self.facts.train_episodes),
+            "heldout_episodes": list(self.facts.heldout_episodes),
+            "checkpoint": bundle,
+            "loss_curve": curve,
+            "preset": self.config.preset,
+            "encoder": self.config.encoder,
+            "trajectories": self.config.trajectories,
+            "spec": dataclasses.asdict(self.model.spec),
+        }
+        write_summary(output, summary)
+        return summary
+
+
+def rollout_errors(
+    predictor: ACPredictor, features: torch.Tensor, actions: torch.Tensor, states: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(B, T-1)` L1 errors of the rollout from frame 0 and of copying frame 0, per future step."""
+    tokens = predictor.config.tokens_per_frame
+    steps = features.shape[1] // tokens
+    target = features.unflatten(1, (steps, tokens))  # (B, T, N, D)
+    predicted = unwrap(
+        predictor
+    ).rollout(  # type: ignore[operator]
+        features[:, :tokens], states[:, : steps - 1], actions[:, : steps - 1]
+    )  # (B, T-1, N, D)
+    model = (predicted - target[:, 1:]).abs().mean(dim=(2, 3))  # (B, T-1)
+    copy = (target[:, :1] - target[:, 1:]).abs().mean(dim=(2, 3))  # (B, T-1)
+    return model, copy
+
+
+def numpy_batches(windows: Iterable[Window], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Stack window dicts into batches of `size` (the last one may be short)."""
+    chunk: list[Window] = []
+    for window in windows:
+        chunk.append(window)
+        if len(chunk) == size:
+            yield {
+                key: np.stack([w[key] for w in chunk]) for key in ("frames", "states", "actions")
+            }
+            chunk = []
+    if chunk:
+        yield {key: np.stack([w[key] for w in chunk]) for key in ("frames", "states", "actions")}
+
+
+def export_bundle(model: WorldModel, uri: str) -> str:
+    """`save_world_model` into a scratch folder, then upload each file under `uri`."""
+    with tempfile.TemporaryDirectory(prefix="vjepa-world-model-") as scratch:
+        folder = save_world_model(Path(scratch) / "world_model", model)
+        for path in sorted(folder.iterdir()):
+            upload_file(path, storage.join(uri, path.name))
+    return uri
+
+
+def window_batches(name: str, batch_size: int, seed: int) -> Callable[[int], Iterable[Any]]:
+    """Epoch -> numpy window batches from this worker's Ray Data shard."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+
+    def epoch_batches(epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        yield from shard.iter_batches(
+            batch_size=batch_size,
+            batch_format="numpy",
+            drop_last=True,
+            local_shuffle_buffer_size=4 * batch_size,
+            local_shuffle_seed=seed + epoch,
+        )
+
+    return epoch_batches
+
+
+def posttrain_loop(values: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of the post-training `TorchTrainer`."""
+    from tasks.robot.windows import iter_windows
+    from tasks.training.job import worker_context
+
+    config = PosttrainConfig(**values["config"])
+    facts = DatasetFacts(**values["facts"])
+    context = worker_context()
+    with tempfile.TemporaryDirectory(prefix="vjepa-encoder-") as scratch:
+        job = PosttrainJob(config, facts, context, fetch_file(config.encoder, scratch))
+    source = window_batches("train", config.batch_size, config.seed)
+    loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name="posttrain")
+    store = CheckpointStore(config.output)
+    run_loop(job, source, store, loop, is_writer=context.is_writer, report=context.report)
+    if context.is_writer:
+        held = iter_windows(config.trajectories, facts.windows(config), facts.heldout_episodes)
+        job.export(held)
+
+
+def check_encoder(uri: str) -> None:
+    """A clear error before Ray starts when the encoder checkpoint is not there."""
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"encoder checkpoint not found: {uri}")
+
+
+def run_posttrain(config: PosttrainConfig, scale: ScaleConfig) -> dict[str, Any]:
+    """Driver side: check inputs and output, window the training episodes, train, summarise."""
+    from tasks.robot.windows import window_dataset
+    from tasks.training.outputs import read_summary
+
+    check_encoder(config.encoder)
+    facts = describe_dataset(config)
+    check_output(config.output, config.resume)
+    dataset = window_dataset(config.trajectories, facts.windows(config), facts.train_episodes)
+    fit(
+        posttrain_loop,
+        {"config": dataclasses.asdict(config), "facts": dataclasses.asdict(facts)},
+        output_uri=config.output,
+        name="posttrain",
+        scale=scale,
+        datasets={"train": dataset},
+    )
+    return read_summary(config.output)
