@@ -80,7 +80,9 @@ def build_config(args: argparse.Namespace, for_file: bool) -> Any:
             token = SecretStr(value)
         planner: dict[str, Any] = {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}
         if args.max_replicas is not None:
-            planner.update(min_replicas=args.replicas, max_replicas=args.max_replicas)
+            planner.update(
+                num_replicas=None, min_replicas=args.replicas, max_replicas=args.max_replicas
+            )
         else:
             planner["num_replicas"] = args.replicas
         config = ServingConfig.model_validate(

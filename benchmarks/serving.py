@@ -1,0 +1,276 @@
+"""Serving benchmark: fleet planning with and without cross-request batching, over real HTTP.
+
+One run on one machine: starts its own local Ray, writes a random-weight tiny world model bundle
+(64 px, CEM 64 samples x 3 iterations by default) and serves it twice side by side, as two Serve
+applications with identical replicas: `/on` batches concurrent robots (`max_batch_size` 64),
+`/off` plans every request alone. Simulated robots (asyncio + httpx on 127.0.0.1) each send plan
+requests back to back for a fixed time (and at least a fixed count); for every fleet size both
+modes run one after the other, so background load drifts equally on both.
+
+Reported: plans/s, p50/p99 latency and mean batch size per fleet size and mode; embedding
+requests/s; the Serve overhead (1 robot over HTTP without batching vs a direct in-process
+`WorldModel.plan` call). The last stdout line is JSON; `ratio` = plans/s batched / unbatched
+at 16 robots (target >= 3 at no worse p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+FLEETS = (1, 4, 16, 64)
+HERE = Path(__file__).resolve().parent
+# run as `python benchmarks/serving.py`, this file would shadow the `serving` package (also for
+# the Ray workers, which inherit the driver's sys.path): put the repository root first instead
+if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
+    sys.path[0] = str(HERE.parent)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=64, help="CEM samples per robot (64)")
+    parser.add_argument("--iterations", type=int, default=3, help="CEM iterations (3)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time per measurement (6)")
+    parser.add_argument("--min-requests", type=int, default=3, help="per robot and measurement")
+    parser.add_argument("--fleets", type=int, nargs="+", default=list(FLEETS))
+    parser.add_argument("--planner-cpus", type=float, default=1.0, help="CPUs of the replica")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (replica + direct)")
+    return parser.parse_args()
+
+
+def make_bundle(folder: Path, samples: int, iterations: int) -> Path:
+    import torch
+
+    from modeling.ac_predictor import ACPredictor, ac_tiny
+    from modeling.encoder import VisionEncoder, tiny
+    from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
+
+    torch.manual_seed(0)
+    cem = {"num_samples": samples, "num_elites": min(10, samples), "num_iterations": iterations}
+    spec = WorldModelSpec(64, 2, 2, (-1.0, -1.0), (1.0, 1.0), cem={**cem, "horizon": 2})
+    predictor = ACPredictor(ac_tiny(action_dim=2, state_dim=2))
+    return save_world_model(folder, WorldModel(VisionEncoder(tiny()), predictor, spec))
+
+
+def robot_inputs(index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(index)
+    return {
+        "frames": rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8),
+        "state": rng.normal(size=2).astype(np.float32),
+        "goal": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+    }
+
+
+def direct_plan_ms(bundle: Path, threads: int, repeats: int = 20) -> float:
+    """p50 of an in-process `WorldModel.plan` call for one robot (no HTTP, no Serve)."""
+    import torch
+
+    from modeling.world_model import load_world_model
+
+    torch.set_num_threads(threads)
+    model = load_world_model(bundle)
+    inputs = robot_inputs(0)
+    frames = torch.from_numpy(inputs["frames"][None])  # (1, 1, H, W, 3)
+    state = torch.from_numpy(inputs["state"][None, None])  # (1, 1, S)
+    goal = torch.from_numpy(inputs["goal"][None])  # (1, H, W, 3)
+    model.plan(frames, state, goal)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.plan(frames, state, goal)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def robot(
+    client: Any, path: str, body: bytes, stop_at: float, minimum: int, record: dict[str, list]
+) -> None:
+    done = 0
+    while done < minimum or time.monotonic() < stop_at:
+        started = time.perf_counter()
+        response = await client.post(path, content=body)
+        if response.status_code != 200:
+            record["errors"].append(response.status_code)
+            continue
+        record["latency"].append((time.perf_counter() - started) * 1000)
+        timing = msgpack.unpackb(response.content).get("timing", {})
+        record["batch"].append(timing.get("batch_size", 1))
+        done += 1
+
+
+async def fleet_load(
+    url: str, path: str, bodies: list[bytes], seconds: float, minimum: int
+) -> dict:
+    import httpx
+
+    limits = httpx.Limits(max_connections=len(bodies) + 4)
+    headers = {"Content-Type": "application/msgpack"}
+    record: dict[str, list] = {"latency": [], "batch": [], "errors": []}
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, headers=headers, timeout=300
+    ) as client:
+        await asyncio.gather(*(client.post(path, content=b) for b in bodies))  # warm-up
+        started = time.monotonic()
+        stop_at = started + seconds
+        await asyncio.gather(*(robot(client, path, b, stop_at, minimum, record) for b in bodies))
+        elapsed = time.monotonic() - started
+    latency = np.array(record["latency"])
+    return {
+        "plans_per_s": len(latency) / elapsed,
+        "p50_ms": float(np.percentile(latency, 50)),
+        "p99_ms": float(np.percentile(latency, 99)),
+        "mean_batch": float(np.mean(record["batch"])),
+        "requests": len(latency),
+        "errors": len(record["errors"]),
+    }
+
+
+def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.config import ServingConfig
+
+    port = _free_port()
+    # both applications hold a planner replica, but only one is busy at a time: give Ray
+    # enough logical CPUs for both (the torch thread count is set explicitly)
+    cpus = 2 * (os.cpu_count() or 2) + 1
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    for mode in ("on", "off"):
+        config = ServingConfig.model_validate(
+            {
+                "models": {"arm": str(bundle)},
+                "cache_dir": cache,
+                "torch_threads": args.threads,
+                "batching": {
+                    "enabled": mode == "on",
+                    "max_batch_size": 64,
+                    "wait_timeout_s": 0.005,
+                },
+                "planner": {"num_replicas": 1, "num_cpus": args.planner_cpus},
+                "embedder": {"num_replicas": 1, "num_cpus": 0.1},
+                "ingress": {"num_replicas": 1, "num_cpus": 0.1, "max_ongoing_requests": 512},
+            }
+        )
+        serve.run(build_app(config), name=f"bench-{mode}", route_prefix=f"/{mode}")
+    return f"http://127.0.0.1:{port}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def embed_load(url: str, seconds: float, clients: int = 8) -> float:
+    """Embedding requests/s: `clients` concurrent senders of one 2-frame 64 px clip each."""
+    import httpx
+
+    from serving.codec import pack
+
+    clip = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    body = pack({"frames": clip})
+    count = 0
+    headers = {"Content-Type": "application/msgpack"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+        await client.post("/on/v1/embed", content=body)
+        stop_at = time.monotonic() + seconds
+        started = time.monotonic()
+
+        async def sender() -> None:
+            nonlocal count
+            while time.monotonic() < stop_at:
+                if (await client.post("/on/v1/embed", content=body)).status_code == 200:
+                    count += 1
+
+        await asyncio.gather(*(sender() for _ in range(clients)))
+        return count / (time.monotonic() - started)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = f"{'robots':>6} {'batching':>8} {'plans/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'batch':>6} {'errors':>6}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['robots']:>6} {row['mode']:>8} {row['plans_per_s']:>9.1f} {row['p50_ms']:>9.1f}"
+            f" {row['p99_ms']:>9.1f} {row['mean_batch']:>6.1f} {row['errors']:>6}"
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    from ray import serve
+
+    from serving.codec import pack
+
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = make_bundle(Path(folder) / "arm", args.samples, args.iterations)
+        direct_ms = direct_plan_ms(bundle, args.threads)
+        url = start_apps(bundle, args, str(Path(folder) / "cache"))
+        try:
+            rows = []
+            for robots in args.fleets:
+                bodies = [pack(robot_inputs(i)) for i in range(robots)]
+                for mode in ("on", "off"):
+                    result = asyncio.run(
+                        fleet_load(url, f"/{mode}/v1/plan", bodies, args.seconds, args.min_requests)
+                    )
+                    rows.append({"robots": robots, "mode": mode, **result})
+                    print(f"[bench] {robots} robots, batching {mode}: {result}", flush=True)
+            embeds_per_s = asyncio.run(embed_load(url, args.seconds))
+        finally:
+            serve.shutdown()
+    summarise(rows, direct_ms, embeds_per_s, args)
+
+
+def summarise(
+    rows: list[dict[str, Any]], direct_ms: float, embeds_per_s: float, args: argparse.Namespace
+) -> None:
+    print()
+    print(f"CEM {args.samples} samples x {args.iterations} iterations, tiny encoder, 64 px")
+    print_table(rows)
+    single = next((r for r in rows if r["robots"] == 1 and r["mode"] == "off"), None)
+    overhead = single["p50_ms"] - direct_ms if single else float("nan")
+    print(f"\nembedding requests/s (8 clients, 2x64x64 clips): {embeds_per_s:.1f}")
+    print(
+        f"direct in-process plan (1 robot) p50: {direct_ms:.1f} ms; Serve overhead: {overhead:.1f} ms"
+    )
+    by_key = {(r["robots"], r["mode"]): r for r in rows}
+    on, off = by_key.get((16, "on")), by_key.get((16, "off"))
+    ratio = on["plans_per_s"] / off["plans_per_s"] if on and off else float("nan")
+    p99_ok = bool(on and off and on["p99_ms"] <= off["p99_ms"])
+    print(
+        f"16 robots: batching gives {ratio:.2f}x the plans/s (target >= 3); p99 no worse: {p99_ok}"
+    )
+    summary = {
+        "rows": rows,
+        "direct_plan_ms": direct_ms,
+        "serve_overhead_ms": overhead,
+        "embed_requests_per_s": embeds_per_s,
+        "samples": args.samples,
+        "iterations": args.iterations,
+        "p99_no_worse_at_16": p99_ok,
+        "errors": sum(r["errors"] for r in rows),
+        "ratio": ratio,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
