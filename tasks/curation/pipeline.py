@@ -33,6 +33,7 @@ from tasks.curation.sources import MissingInput, SourceItem, discover_sources
 from tasks.curation.writer import PartWriterStage
 
 Progress = Callable[[SourceResult, int, int], None]
+MAX_BLOCKS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,8 @@ def build_dataset(plan: CurationPlan, workers: int) -> Any:
         for item in plan.pending
     ]
     options: dict[str, Any] = {"num_cpus": 1, "compute": ray.data.TaskPoolStrategy(size=workers)}
-    dataset: Any = ray.data.from_items(rows, override_num_blocks=len(rows))
+    # One source per block (up to a cap) so sources spread evenly over the workers.
+    dataset: Any = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     for stage_type in (ProbeStage, FilterStage):
         dataset = dataset.map_batches(
             _apply, fn_kwargs={"stage_type": stage_type, "args": (config,)}, batch_size=1, **options
