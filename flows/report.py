@@ -1,0 +1,141 @@
+"""The demo's report: one markdown page with tables and the PNG plots of every stage."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tasks import storage
+from tasks.training.outputs import fetch_file, upload_file
+
+Stages = Mapping[str, Mapping[str, Any]]
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(_figure(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def comparison_plot(stages: Stages, path: Path) -> None:
+    """Bars: probe accuracy (pretrained vs random encoder), planning success (planner vs random)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
+    probe = [stages["probe_pretrained"]["accuracy"], stages["probe_random"]["accuracy"]]
+    axes[0].bar(["pretrained", "random init"], probe, color=["tab:blue", "tab:gray"])
+    axes[0].set_title("probe top-1 (held out)")
+    axes[0].set_ylim(0, 1)
+    planning = stages["planning"]
+    success = [planning["success_rate"], planning["random_success_rate"]]
+    axes[1].bar(["CEM planner", "random actions"], success, color=["tab:green", "tab:gray"])
+    axes[1].set_title("planning success rate")
+    axes[1].set_ylim(0, 1)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _sections(stages: Stages) -> list[str]:
+    curate, pretrain = stages["curate"], stages["pretrain"]
+    probe, random_probe = stages["probe_pretrained"], stages["probe_random"]
+    post, planning = stages["posttrain"], stages["planning"]
+    return [
+        "## Curation\n\n"
+        + _table(
+            ("sources", "clips", "rejected", "dataset version"),
+            [
+                (
+                    curate["num_sources"],
+                    curate["num_clips"],
+                    curate["num_rejected"],
+                    curate["version"],
+                )
+            ],
+        ),
+        "## Pretraining\n\n"
+        + _table(
+            ("steps", "first loss", "final loss", "encoder"),
+            [
+                (
+                    pretrain["steps"],
+                    pretrain["first_loss"],
+                    pretrain["final_loss"],
+                    pretrain["checkpoint"],
+                )
+            ],
+        )
+        + "\n\n![pretraining loss](pretrain_loss.png)",
+        "## Attentive probe (motion direction, held-out clips)\n\n"
+        + _table(
+            ("encoder", "top-1", "best lr", "held-out clips"),
+            [
+                ("pretrained", probe["accuracy"], probe["best_lr"], probe["heldout_clips"]),
+                (
+                    "random init",
+                    random_probe["accuracy"],
+                    random_probe["best_lr"],
+                    random_probe["heldout_clips"],
+                ),
+            ],
+        ),
+        "## Action-conditioned post-training\n\n"
+        + _table(
+            ("steps", "final loss", "held-out rollout error", "copy-last-frame error"),
+            [
+                (
+                    post["steps"],
+                    post["final_loss"],
+                    post["heldout_rollout_error"],
+                    post["heldout_copy_error"],
+                )
+            ],
+        )
+        + "\n\n![post-training loss](posttrain_loss.png)",
+        "## Closed-loop planning through the HTTP server\n\n"
+        + _table(
+            ("controller", "success rate", "mean final distance"),
+            [
+                ("CEM planner", planning["success_rate"], planning["mean_final_distance"]),
+                (
+                    "random actions",
+                    planning["random_success_rate"],
+                    planning["random_mean_final_distance"],
+                ),
+            ],
+        )
+        + "\n\n![planning](planning.png)\n\n![comparison](comparison.png)",
+    ]
+
+
+def write_report(output: str, stages: Stages) -> str:
+    """Write `report.md` and its PNGs under `output`; returns the URI of `report.md`."""
+    plots = {
+        "pretrain_loss.png": stages["pretrain"].get("loss_curve"),
+        "posttrain_loss.png": stages["posttrain"].get("loss_curve"),
+        "planning.png": stages["planning"].get("plot"),
+    }
+    with tempfile.TemporaryDirectory(prefix="vjepa-report-") as scratch:
+        folder = Path(scratch)
+        (folder / "in").mkdir()
+        for name, uri in plots.items():
+            if uri:
+                upload_file(fetch_file(uri, folder / "in"), storage.join(output, name))
+        comparison_plot(stages, folder / "comparison.png")
+        upload_file(folder / "comparison.png", storage.join(output, "comparison.png"))
+        text = "# V-JEPA 2 platform demo\n\n" + "\n\n".join(_sections(stages)) + "\n"
+        (folder / "report.md").write_text(text)
+        return upload_file(folder / "report.md", storage.join(output, "report.md"))
