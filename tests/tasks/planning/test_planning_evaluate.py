@@ -1,0 +1,86 @@
+"""Closed-loop evaluation: the loop itself with an oracle planner, and the CLI/flow with the
+post-trained world model, where CEM planning must beat random actions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flows.cli import main
+from tasks.planning.evaluate import EvalConfig, action_repeat, evaluate
+from tasks.robot.collect import make_env
+from tasks.robot.env import disc_centre
+from tasks.training.posttrain import PosttrainJob
+
+ENV = "vjepa/PointReach-v0"
+
+
+class OraclePlanner:
+    """Reads the goal position off the goal image and heads straight for it (no model)."""
+
+    def __init__(self) -> None:
+        self.warm_starts = 0
+
+    def plan(
+        self, frame: np.ndarray, state: np.ndarray, goal: np.ndarray, previous_plan: Any = None
+    ) -> np.ndarray:
+        self.warm_starts += previous_plan is not None
+        target = np.asarray(disc_centre(goal), dtype=np.float32)
+        return np.clip((target - state) / 0.05, -1.0, 1.0)[None]  # (1, 2)
+
+
+def test_loop_reaches_goals_with_an_oracle() -> None:
+    planner = OraclePlanner()
+    config = EvalConfig(ENV, "unused", episodes=3, tolerance=0.05, max_steps=30, goal_steps=20)
+    summary = evaluate(config, planner, progress=None)
+    assert summary["success_rate"] == 1.0
+    assert summary["mean_final_distance"] <= 0.05
+    assert len(summary["random_episodes"]) == 3 and planner.warm_starts > 0
+    again = evaluate(config, OraclePlanner(), progress=None)
+    assert again["random_mean_final_distance"] == summary["random_mean_final_distance"]
+
+
+def test_action_repeat_follows_the_control_rate() -> None:
+    env = make_env(ENV)
+    assert action_repeat(env, 5.0, None) == 2
+    assert action_repeat(env, 10.0, None) == 1
+    assert action_repeat(env, None, None) == 1
+    assert action_repeat(env, 5.0, 3) == 3
+    with pytest.raises(ValueError, match="tolerance"):
+        EvalConfig(ENV, "c", tolerance=0.0)
+
+
+def test_planner_beats_random_actions(
+    trained_world_model: tuple[str, PosttrainJob, list],
+    prefect_harness: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bundle = trained_world_model[0]
+    output = tmp_path / "eval"
+    argv = ["eval-planning", "--env", ENV, "--checkpoint", bundle, "--episodes", "8"]
+    assert main([*argv, "--output", str(output), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    print("planning", {k: v for k, v in summary.items() if not k.endswith("episodes")})
+    assert summary["episodes"] == 8 and summary["action_repeat"] == 2
+    assert summary["mean_final_distance"] < summary["random_mean_final_distance"]
+    assert summary["mean_final_distance"] < summary["mean_initial_distance"]
+    assert summary["success_rate"] >= summary["random_success_rate"]
+    assert "[eval-planning] episode 8" in captured.err
+    assert (output / "final_distance.png").stat().st_size > 0
+    assert json.loads((output / "results.json").read_text())["episodes"] == 8
+
+
+def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = ["eval-planning", "--env", ENV, "--checkpoint", str(tmp_path / "none")]
+    assert main(missing) == 2
+    assert "world model not found" in capsys.readouterr().err
+    assert main(["eval-planning", "--env", "NoSuchEnv-v9", "--checkpoint", str(tmp_path)]) == 2
+    assert "unknown env" in capsys.readouterr().err
+    assert main([*missing, "--env-kwargs", "[1]"]) == 2
+    assert "JSON object" in capsys.readouterr().err
