@@ -11,6 +11,8 @@ pipeline uses end rows to commit a source only when all its clips are written.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import queue
 import subprocess
 import tempfile
@@ -26,6 +28,7 @@ from tasks.curation.probe import explain_stderr, media_url
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+PIPE_BYTES = 1 << 20
 CLIP_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "vjepa-platform/curation/clip")
 
 
@@ -56,6 +59,14 @@ def ffmpeg_command(url: str, config: CurationConfig, output: list[str]) -> list[
         "-i", url, "-map", "0:v:0", "-an", "-sn", "-dn",
         "-vf", filter_graph(config), "-pix_fmt", "rgb24", *limit, *output,
     ]  # fmt: skip
+
+
+def widen_pipe(fd: int, size: int = PIPE_BYTES) -> None:
+    """Grow a pipe's kernel buffer (Linux; default 64 KiB, less than one frame) so ffmpeg
+    is not stalled every few kilobytes waiting for this process to be scheduled."""
+    # AttributeError: not Linux; OSError: above /proc/sys/fs/pipe-max-size.
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
 
 
 def _read_exact(stream: IO[bytes], buffer: np.ndarray) -> bool:
@@ -142,6 +153,8 @@ class DecodeStage:
         command = ffmpeg_command(url, config, ["-f", "rawvideo", "pipe:1"])
         with tempfile.TemporaryFile() as stderr:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+            assert process.stdout is not None
+            widen_pipe(process.stdout.fileno())
             timed_out = threading.Event()
 
             def expire() -> None:
@@ -151,7 +164,6 @@ class DecodeStage:
             watchdog = threading.Timer(config.decode_timeout_s, expire)
             watchdog.start()
             try:
-                assert process.stdout is not None
                 # Read ahead in a thread: ffmpeg keeps decoding while later stages work on a batch.
                 count = yield from read_ahead(self._read_clips(process.stdout), depth=2)
                 returncode = process.wait()
