@@ -41,6 +41,13 @@ class HttpPlanner:
     def plan(self, frame: Any, state: Any, goal: Any, previous_plan: Any = None) -> Any:
         return self.client.plan(frame, state, goal, previous_plan, model=self.model).actions
 
+    def control_fps(self) -> float | None:
+        """The served model's control rate from `/v1/models` (the default model unless named)."""
+        described = self.client.models()
+        name = self.model or described.get("default_model")
+        rates = [m["control_fps"] for m in described.get("models", []) if m.get("name") == name]
+        return float(rates[0]) if rates else None
+
 
 def make_planner(
     config: EvalConfig, server: str | None, token_env: str | None
@@ -50,7 +57,8 @@ def make_planner(
         token = os.environ.get(token_env) if token_env else None
         if token_env and not token:
             raise ValueError(f"--token-env {token_env}: that environment variable is not set")
-        return HttpPlanner(server, token), None
+        planner = HttpPlanner(server, token)
+        return planner, planner.control_fps()
     from tasks.planning.evaluate import WorldModelPlanner, load_planner_model
 
     model = load_planner_model(config.checkpoint)

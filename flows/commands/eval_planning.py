@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from flows.commands.common import UsageError, emit_json
 
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         check_env(make_env(config.env, config.env_kwargs))
     except (ValueError, CollectError) as error:
         raise UsageError(str(error)) from error
+    if args.token_env and not os.environ.get(args.token_env):
+        raise UsageError(f"--token-env {args.token_env}: that environment variable is not set")
     fs, path = storage.filesystem(config.checkpoint)
     if not args.server and not fs.exists(path):
         raise UsageError(f"world model not found: {config.checkpoint}")
