@@ -33,9 +33,10 @@ from modeling.checkpoints import load_encoder
 from modeling.jepa import LRSchedule, learning_rate, parameter_groups
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
 from tasks import storage
+from tasks.planning.rollouts import heldout_errors
 from tasks.robot.windows import Window, WindowConfig
 from tasks.training.checkpoints import CheckpointStore
-from tasks.training.job import WorkerContext, autocast, unwrap
+from tasks.training.job import WorkerContext, autocast
 from tasks.training.launch import ScaleConfig, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import fetch_file, plot_curves, upload_file, write_summary
@@ -122,14 +123,13 @@ def split_episodes(
     return tuple(i for i in ordered if i not in held), tuple(sorted(held))
 
 
-def _action_bounds(uri: str, info: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
+def _action_bounds(uri: str, key: str) -> tuple[list[float], list[float]]:
     """min/max of the recorded actions: `meta/stats.json`, else a scan of the data files."""
     import json
 
     import pyarrow.parquet as pq
 
     from tasks.robot.layout import STATS_PATH
-    from tasks.robot.lerobot_read import _vectors
 
     fs, root = storage.filesystem(uri)
     stats_path = storage.join(root, *STATS_PATH.split("/"))
@@ -138,12 +138,12 @@ def _action_bounds(uri: str, info: dict[str, Any], key: str) -> tuple[list[float
         if "min" in stats and "max" in stats:
             return [float(v) for v in stats["min"]], [float(v) for v in stats["max"]]
     values = [
-        _vectors(pq.read_table(fs.open(path, "rb"), columns=[key]).column(key))
+        np.asarray(pq.read_table(fs.open(path, "rb"), columns=[key]).column(key).to_pylist())
         for path in sorted(fs.glob(storage.join(root, "data", "**", "*.parquet")))
     ]
     if not values:
         raise ValueError(f"{uri}: no data files to take the action bounds from")
-    actions = np.concatenate(values)  # (N, A)
+    actions = np.concatenate(values).reshape(sum(len(v) for v in values), -1)  # (N, A)
     return actions.min(axis=0).tolist(), actions.max(axis=0).tolist()
 
 
@@ -161,7 +161,7 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
         raise ValueError(
             f"frames are {height}x{width}; pass an image size (a multiple of 16) to resize them"
         )
-    low, high = _action_bounds(config.trajectories, reader.info, reader.action_key)
+    low, high = _action_bounds(config.trajectories, reader.action_key)
     if any(h <= lo for lo, h in zip(low, high, strict=True)):
         high = [max(h, lo + 1e-3) for lo, h in zip(low, high, strict=True)]  # a constant action
     train, held = split_episodes(reader.episode_indices, config.holdout_fraction, config.seed)
@@ -293,30 +293,16 @@ class PosttrainJob:
         teacher, rollout = (float(v) for v in losses.detach())
         return {"loss": teacher + rollout, "teacher_forcing": teacher, "rollout": rollout, "lr": lr}
 
-    @torch.no_grad()
     def heldout_errors(self, windows: Iterable[Window]) -> dict[str, Any]:
-        """Per-step L1 of the predictor's rollout and of "no change", over held-out windows."""
+        """Rollout error vs "no change" on held-out windows (`tasks.planning.rollouts`)."""
         self.model.eval()
-        model_sum = torch.zeros(self.config.frames - 1)
-        copy_sum = torch.zeros(self.config.frames - 1)
-        count = 0
-        for batch in numpy_batches(windows, self.config.batch_size):
-            features, actions, states = self.tensors(batch)
-            errors = rollout_errors(self.model.predictor, features, actions, states)
-            model_sum += errors[0].sum(0).cpu()
-            copy_sum += errors[1].sum(0).cpu()
-            count += features.shape[0]
-        if count == 0:
-            raise ValueError("the held-out episodes are too short for one window")
-        model_steps, copy_steps = (model_sum / count).tolist(), (copy_sum / count).tolist()
-        horizon = self.config.rollout_steps
-        return {
-            "heldout_rollout_error": float(np.mean(model_steps[:horizon])),
-            "heldout_copy_error": float(np.mean(copy_steps[:horizon])),
-            "heldout_rollout_error_per_step": model_steps,
-            "heldout_copy_error_per_step": copy_steps,
-            "heldout_windows": count,
-        }
+        return heldout_errors(
+            self.model.predictor,
+            windows,
+            self.tensors,
+            self.config.rollout_steps,
+            self.config.batch_size,
+        )
 
     def export(self, heldout: Iterable[Window]) -> dict[str, Any]:
         """World-model bundle, loss curve, held-out errors and summary under the output URI."""
@@ -353,37 +339,6 @@ class PosttrainJob:
         }
         write_summary(output, summary)
         return summary
-
-
-def rollout_errors(
-    predictor: ACPredictor, features: torch.Tensor, actions: torch.Tensor, states: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(B, T-1)` L1 errors of the rollout from frame 0 and of copying frame 0, per future step."""
-    tokens = predictor.config.tokens_per_frame
-    steps = features.shape[1] // tokens
-    target = features.unflatten(1, (steps, tokens))  # (B, T, N, D)
-    predicted = unwrap(
-        predictor
-    ).rollout(  # type: ignore[operator]
-        features[:, :tokens], states[:, : steps - 1], actions[:, : steps - 1]
-    )  # (B, T-1, N, D)
-    model = (predicted - target[:, 1:]).abs().mean(dim=(2, 3))  # (B, T-1)
-    copy = (target[:, :1] - target[:, 1:]).abs().mean(dim=(2, 3))  # (B, T-1)
-    return model, copy
-
-
-def numpy_batches(windows: Iterable[Window], size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Stack window dicts into batches of `size` (the last one may be short)."""
-    chunk: list[Window] = []
-    for window in windows:
-        chunk.append(window)
-        if len(chunk) == size:
-            yield {
-                key: np.stack([w[key] for w in chunk]) for key in ("frames", "states", "actions")
-            }
-            chunk = []
-    if chunk:
-        yield {key: np.stack([w[key] for w in chunk]) for key in ("frames", "states", "actions")}
 
 
 def export_bundle(model: WorldModel, uri: str) -> str:

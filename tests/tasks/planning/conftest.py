@@ -15,6 +15,7 @@ import torch
 
 from modeling.checkpoints import save_model
 from modeling.encoder import VisionEncoder, tiny
+from tasks.planning.rollouts import numpy_batches
 from tasks.robot.collect import CollectConfig, collect
 from tasks.robot.windows import iter_windows
 from tasks.training.job import WorkerContext
@@ -23,7 +24,6 @@ from tasks.training.posttrain import (
     PosttrainJob,
     describe_dataset,
     export_bundle,
-    numpy_batches,
 )
 
 EPISODES, STEPS, TRAIN_STEPS = 40, 20, 600

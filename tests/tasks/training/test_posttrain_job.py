@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,20 @@ def test_dataset_facts_from_the_recording(small_run_inputs: tuple[Path, Path]) -
     assert len(facts.heldout_episodes) == 1 and len(facts.train_episodes) == 5
     with pytest.raises(ValueError, match="not a whole multiple"):
         describe_dataset(_config(small_run_inputs, "unused", fps=3.0))
+
+
+def test_action_bounds_without_stats_come_from_the_data(
+    small_run_inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    data = tmp_path / "no_stats"
+    shutil.copytree(small_run_inputs[1], data)
+    (data / "meta" / "stats.json").unlink()
+    facts = describe_dataset(_config((small_run_inputs[0], data), "unused"))
+    with_stats = describe_dataset(_config(small_run_inputs, "unused"))
+    np.testing.assert_allclose(facts.action_low, with_stats.action_low, rtol=1e-6)
+    np.testing.assert_allclose(facts.action_high, with_stats.action_high, rtol=1e-6)
 
 
 @pytest.mark.ray
