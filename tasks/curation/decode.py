@@ -141,6 +141,10 @@ class DecodeStage:
         except DecodeError as error:
             yield self._end_row(source, key, emitted, "decode", str(error))
             return
+        except Exception as error:  # one odd file must not fail the whole dataset
+            reason = f"unexpected error while decoding: {type(error).__name__}: {error}"
+            yield self._end_row(source, key, emitted, "decode", reason)
+            return
         yield self._end_row(source, key, emitted, "", "")
 
     def _clips(self, source: str) -> Iterator[tuple[np.ndarray, int]]:

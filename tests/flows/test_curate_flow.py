@@ -109,3 +109,29 @@ def test_cli_exit_codes(
     assert code == 1 and "no input produced a clip" in captured.err
     assert json.loads(captured.out.strip().splitlines()[-1])["num_rejected"] == 4
     assert pq.read_table(tmp_path / "none" / "rejected.parquet").num_rows == 4
+
+
+@pytest.mark.slow
+def test_cli_process_starts_its_own_ray_and_prefect(sample_folder: Path, tmp_path: Path) -> None:
+    """No Ray running and no Prefect server configured: the CLI starts both and still succeeds."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "curate",
+        "--input",
+        str(sample_folder),
+        "--output",
+        str(tmp_path),
+        *ARGS,
+    ]
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["num_clips"] == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tasks.curation.config import CurationConfig
 from tasks.curation.decode import DecodeStage, clip_id
@@ -68,3 +69,18 @@ def test_prior_errors_and_mid_decode_failure(
     assert broken["error_stage"][-1] == "decode"
     assert "ffmpeg failed" in str(broken["error_reason"][-1])
     assert "corrupt" in str(broken["error_reason"][-1])
+
+
+def test_unexpected_errors_become_rejections(
+    small_config: CurationConfig, videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(source: str) -> str:
+        raise RuntimeError("signing service down")
+
+    monkeypatch.setattr("tasks.curation.decode.media_url", broken)
+    out = _decode(small_config, videos["moving_mp4"])
+    assert out["is_end"].tolist() == [True] and out["error_stage"][0] == "decode"
+    assert (
+        out["error_reason"][0]
+        == "unexpected error while decoding: RuntimeError: signing service down"
+    )
