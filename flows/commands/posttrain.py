@@ -32,13 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per worker and step")
-    parser.add_argument("--frames", type=int, default=4, help="frames per window (default 4)")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per worker and step")
+    parser.add_argument("--frames", type=int, default=3, help="frames per window (default 3)")
     parser.add_argument(
         "--rollout-steps", type=int, default=2, help="rollout loss steps (default 2)"
     )
     parser.add_argument("--preset", default="tiny", help="AC predictor size: tiny, small, paper")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument(
         "--fps", type=float, default=None, help="control rate (default: dataset fps)"
     )

@@ -54,11 +54,11 @@ class PosttrainConfig:
     trajectories: str
     output: str
     steps: int = 300
-    batch_size: int = 8
-    frames: int = 4
+    batch_size: int = 16
+    frames: int = 3
     rollout_steps: int = 2
     preset: str = "tiny"
-    peak_lr: float = 1e-3
+    peak_lr: float = 3e-3
     weight_decay: float = 0.04
     holdout_fraction: float = 0.2
     image_size: int | None = None  # None: the dataset's (square) frame size
