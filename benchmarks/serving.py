@@ -72,23 +72,28 @@ def robot_inputs(index: int) -> dict[str, np.ndarray]:
     }
 
 
-def direct_plan_ms(bundle: Path, threads: int, repeats: int = 20) -> float:
-    """p50 of an in-process `WorldModel.plan` call for one robot (no HTTP, no Serve)."""
+def load_direct(bundle: Path, threads: int) -> Any:
     import torch
 
     from modeling.world_model import load_world_model
 
     torch.set_num_threads(threads)
-    model = load_world_model(bundle)
-    inputs = robot_inputs(0)
-    frames = torch.from_numpy(inputs["frames"][None])  # (1, 1, H, W, 3)
-    state = torch.from_numpy(inputs["state"][None, None])  # (1, 1, S)
-    goal = torch.from_numpy(inputs["goal"][None])  # (1, H, W, 3)
-    model.plan(frames, state, goal)
+    return load_world_model(bundle)
+
+
+def direct_plan_ms(model: Any, robots: int, repeats: int = 5) -> float:
+    """p50 of one in-process `WorldModel.plan` call for `robots` robots (no HTTP, no Serve)."""
+    import torch
+
+    inputs = [robot_inputs(i) for i in range(robots)]
+    frames = torch.from_numpy(np.stack([x["frames"] for x in inputs]))  # (R, 1, H, W, 3)
+    states = torch.from_numpy(np.stack([x["state"][None] for x in inputs]))  # (R, 1, S)
+    goals = torch.from_numpy(np.stack([x["goal"] for x in inputs]))  # (R, H, W, 3)
+    model.plan(frames, states, goals)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        model.plan(frames, state, goal)
+        model.plan(frames, states, goals)
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
@@ -221,11 +226,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         bundle = make_bundle(Path(folder) / "arm", args.samples, args.iterations)
-        direct_ms = direct_plan_ms(bundle, args.threads)
+        model = load_direct(bundle, args.threads)
         url = start_apps(bundle, args, str(Path(folder) / "cache"))
+        direct: dict[int, float] = {}
         try:
             rows = []
             for robots in args.fleets:
+                # in-process reference, measured now so that it sees the same background load
+                direct[robots] = direct_plan_ms(model, robots, repeats=5 if robots <= 16 else 2)
                 bodies = [pack(robot_inputs(i)) for i in range(robots)]
                 for mode in ("on", "off"):
                     result = asyncio.run(
@@ -236,21 +244,28 @@ def main() -> None:
             embeds_per_s = asyncio.run(embed_load(url, args.seconds))
         finally:
             serve.shutdown()
-    summarise(rows, direct_ms, embeds_per_s, args)
+    summarise(rows, direct, embeds_per_s, args)
 
 
 def summarise(
-    rows: list[dict[str, Any]], direct_ms: float, embeds_per_s: float, args: argparse.Namespace
+    rows: list[dict[str, Any]],
+    direct: dict[int, float],
+    embeds_per_s: float,
+    args: argparse.Namespace,
 ) -> None:
     print()
     print(f"CEM {args.samples} samples x {args.iterations} iterations, tiny encoder, 64 px")
     print_table(rows)
+    print("\nin-process WorldModel.plan, one call for R robots (no Serve):")
+    for robots, ms in direct.items():
+        print(f"  R={robots:>3}: {ms:8.1f} ms/call = {robots * 1000 / ms:6.1f} plans/s")
     single = next((r for r in rows if r["robots"] == 1 and r["mode"] == "off"), None)
-    overhead = single["p50_ms"] - direct_ms if single else float("nan")
-    print(f"\nembedding requests/s (8 clients, 2x64x64 clips): {embeds_per_s:.1f}")
-    print(
-        f"direct in-process plan (1 robot) p50: {direct_ms:.1f} ms; Serve overhead: {overhead:.1f} ms"
-    )
+    direct_ms = direct.get(1, float("nan"))
+    http_ms = single["p50_ms"] if single else float("nan")
+    overhead = http_ms - direct_ms
+    print(f"embedding requests/s (8 clients, 2x64x64 clips): {embeds_per_s:.1f}")
+    print(f"1 robot, no batching: HTTP p50 {http_ms:.1f} ms vs in-process {direct_ms:.1f} ms")
+    print(f"Serve overhead per request: {overhead:.1f} ms")
     by_key = {(r["robots"], r["mode"]): r for r in rows}
     on, off = by_key.get((16, "on")), by_key.get((16, "off"))
     ratio = on["plans_per_s"] / off["plans_per_s"] if on and off else float("nan")
@@ -260,7 +275,7 @@ def summarise(
     )
     summary = {
         "rows": rows,
-        "direct_plan_ms": direct_ms,
+        "direct_plan_ms": {str(robots): ms for robots, ms in direct.items()},
         "serve_overhead_ms": overhead,
         "embed_requests_per_s": embeds_per_s,
         "samples": args.samples,

@@ -1,15 +1,14 @@
 """The planner deployment: world models loaded once per replica, robots batched across requests.
 
 `@serve.batch` collects the requests that arrive within a few milliseconds (up to
-`max_batch_size`); `FleetPlanner` turns each batch into one `WorldModel.plan` call per model. The
-batch runs in a worker thread so the replica keeps accepting (and queueing) the next requests
-while it plans. `max_batch_size=1` (batching disabled) plans every request on its own: the
-baseline of the serving benchmark.
+`max_batch_size`); `BatchMerger` joins the batches that queued up while the model was busy, and
+`FleetPlanner` turns the merged batch into one `WorldModel.plan` call per model. Planning runs in
+a worker thread so the replica keeps accepting the next requests meanwhile. `max_batch_size=1`
+(batching disabled) plans every request on its own: the baseline of the serving benchmark.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from ray import serve
 from serving.bundles import fetch_world_model
 from serving.config import ServingConfig
 from serving.fleet import FleetPlanner
+from serving.merging import BatchMerger
 from serving.schemas import ModelInfo, PlanRequest, PlanResult
 
 Job = tuple[PlanRequest, float]  # the request and when it reached the replica (perf_counter)
@@ -48,6 +48,7 @@ class Planner:
         self.fleet = FleetPlanner(models)
         batching = config.batching
         configure_batch(self._plan_batch, batching.effective_batch_size, batching.wait_timeout_s)
+        self.merger = BatchMerger(self._plan_now, batching.effective_batch_size)
 
     def describe(self) -> dict[str, ModelInfo]:
         """The served models, default first."""
@@ -57,9 +58,10 @@ class Planner:
         """Plan for one robot; joins whatever batch is forming."""
         return await self._plan_batch((request, time.perf_counter()))
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    # several formed batches may wait at once: the merger runs them together
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, max_concurrent_batches=16)
     async def _plan_batch(self, jobs: list[Job]) -> list[PlanResult]:
-        return await asyncio.to_thread(self._plan_now, jobs)
+        return await self.merger.submit(jobs)
 
     def _plan_now(self, jobs: list[Job]) -> list[PlanResult]:
         started = time.perf_counter()
