@@ -21,6 +21,7 @@ def _last_json(capsys: pytest.CaptureFixture[str]) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.timeout(2400)
 def test_collect_posttrain_plan(
     ray_cluster: None, prefect_harness: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -29,7 +30,7 @@ def test_collect_posttrain_plan(
     data = tmp_path / "reach"
     collect(CollectConfig("vjepa/PointReach-v0", 40, str(data), steps_per_episode=20))
     argv = ["posttrain", "--encoder", str(encoder), "--trajectories", str(data)]
-    argv += ["--output", str(tmp_path / "ac"), "--fps", "5", "--frames", "3", "--steps", "600"]
+    argv += ["--output", str(tmp_path / "ac"), "--fps", "5", "--frames", "3", "--steps", "1000"]
     assert main([*argv, "--batch-size", "16", "--lr", "3e-3", "--json"]) == 0
     summary = _last_json(capsys)
     print("posttrain", {k: v for k, v in summary.items() if k.startswith(("heldout", "final"))})
