@@ -53,8 +53,14 @@ def fit(
     Each dataset is split across the workers except those named in `unsplit`
     (every worker sees all of those, e.g. a held-out set scored on rank 0).
     """
-    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.data import DataContext
+    from ray.train import DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    # The loop prints its own progress; Ray Data's per-epoch banners and bars would drown it.
+    data_context = DataContext.get_current()
+    data_context.enable_progress_bars = False
+    data_context.print_on_execution_start = False
 
     filesystem, path = storage.pyarrow_filesystem(storage.join(output_uri, "ray"))
     trainer = TorchTrainer(
@@ -70,6 +76,7 @@ def fit(
             storage_path=path,
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=scale.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
         dataset_config=DataConfig(
