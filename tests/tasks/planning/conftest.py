@@ -39,8 +39,19 @@ def encoded_batches(job: PosttrainJob, windows: list[dict]) -> list[dict[str, np
 
 
 def train_in_process(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, list]:
-    """Post-train on cached features; returns the job and the held-out windows."""
+    """Post-train on cached features; returns the job and the held-out windows.
+
+    One thread, so the result is the same on any machine (and the run is not slower on 2 cores).
+    """
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _train(config, encoder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, list]:
     facts = describe_dataset(config)
     job = PosttrainJob(config, facts, WorkerContext.local(), encoder)
     windows = list(iter_windows(config.trajectories, facts.windows(config), facts.train_episodes))
