@@ -8,8 +8,10 @@ that file as a dict; the bearer token is referenced by `token_env`, never writte
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
+from pydantic import SecretStr
 from ray.serve import Application, Deployment
 
 from serving.config import ServingConfig
@@ -34,8 +36,23 @@ def planner_options(config: ServingConfig) -> dict[str, Any]:
     return options
 
 
+def with_builder_token(config: ServingConfig) -> ServingConfig:
+    """Take the token from `token_env` in the process that builds the app, if it is set there.
+
+    Replica processes of a running local Ray do not see variables the driver set after
+    `ray.init`; reading the variable here makes both cases work (in a cluster the builder and
+    the replicas get it from the same secret). An unset variable is left to the ingress, which
+    refuses to start without it.
+    """
+    value = os.environ.get(config.token_env or "") if config.token is None else None
+    if not value:
+        return config
+    return config.model_copy(update={"token": SecretStr(value)})
+
+
 def build_app(config: ServingConfig) -> Application:
     """The application graph: Ingress(planner=Planner, embedder=Embedder)."""
+    config = with_builder_token(config)
     planner = _deployment(Planner).options(**planner_options(config)).bind(config)
     embedder = _deployment(Embedder).options(**config.embedder.deployment_options()).bind(config)
     ingress = _deployment(Ingress).options(**config.ingress.deployment_options())

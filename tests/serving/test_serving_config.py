@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from serving.app import IMPORT_PATH, serve_config
+from serving.app import IMPORT_PATH, serve_config, with_builder_token
 from serving.config import ConfigError, Replicas, ServingConfig, parse_checkpoints
 
 
@@ -76,3 +76,15 @@ def test_serve_config_round_trips_without_the_secret() -> None:
     planner = next(d for d in application["deployments"] if d["name"] == "Planner")
     assert planner["autoscaling_config"]["max_replicas"] == 4
     assert planner["max_ongoing_requests"] >= 2 * config.batching.max_batch_size
+
+
+def test_builder_reads_the_token_variable_for_replicas_that_cannot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = ServingConfig(models={"a": "/a"}, token_env="VJEPA_TEST_TOKEN")
+    monkeypatch.delenv("VJEPA_TEST_TOKEN", raising=False)
+    assert with_builder_token(config).token is None  # left to the ingress, which fails closed
+    monkeypatch.setenv("VJEPA_TEST_TOKEN", "set-after-ray-init")
+    built = with_builder_token(config)
+    assert built.token is not None and built.resolve_token() == "set-after-ray-init"
+    assert "set-after-ray-init" not in str(built.public_dict())
