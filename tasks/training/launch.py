@@ -76,7 +76,7 @@ def fit(
             storage_path=path,
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=scale.max_failures),
-            logging_config=LoggingConfig(log_level="WARNING"),
+            logging_config=LoggingConfig(log_level="WARNING"),  # type: ignore[call-arg]  # V2 RunConfig; stubs show V1
         ),
         datasets=datasets,
         dataset_config=DataConfig(
