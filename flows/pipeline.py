@@ -91,6 +91,7 @@ def served(bundle: str) -> Iterator[str]:
     """Serve `bundle` on a free loopback port with a fresh bearer token; yields the URL."""
     import socket
 
+    from pydantic import SecretStr
     from ray import serve
 
     from serving.app import APP_NAME, build_app
@@ -99,16 +100,13 @@ def served(bundle: str) -> Iterator[str]:
     with socket.socket() as probe_socket:
         probe_socket.bind(("127.0.0.1", 0))
         port = int(probe_socket.getsockname()[1])
-    os.environ[TOKEN_ENV] = secrets.token_urlsafe(24)
+    # The client reads the token from the driver's environment; the replicas get the value itself
+    # (Ray started before it existed, so their environment lacks it).
+    token = secrets.token_urlsafe(24)
+    os.environ[TOKEN_ENV] = token
     config = ServingConfig.model_validate(
-        {
-            "models": {"demo": bundle},
-            "token_env": TOKEN_ENV,
-            "port": port,
-            "planner": {"num_cpus": 1},
-        }
-    )
-    config.resolve_token()
+        {"models": {"demo": bundle}, "port": port, "planner": {"num_cpus": 1}}
+    ).model_copy(update={"token": SecretStr(token)})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
