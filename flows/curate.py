@@ -26,7 +26,8 @@ from tasks.curation.dataset import (
     assemble_dataset,
     load_committed,
 )
-from tasks.curation.pipeline import CurationPlan, ensure_ray, plan_curation, run_pending
+from tasks.curation.pipeline import CurationPlan, plan_curation, run_pending
+from tasks.runtime import ensure_ray
 
 ARTIFACT_KEY = "curate-summary"
 
@@ -72,7 +73,7 @@ def curate_sources(plan: CurationPlan) -> dict[str, SourceResult]:
         plan,
         committed={key: committed[key] for key in map(plan.key, plan.sources) if key in committed},
     )
-    ensure_ray()
+    ensure_ray(log_to_driver=False)
     return run_pending(plan, _progress_line)
 
 

@@ -12,7 +12,7 @@ the dataset to Ray Train, and turns each worker's batches into model input with
     for batch in iter_clip_batches(shard, batch_size=8):
         video = batch["video"]  # (B, C, T, H, W) float32 in [0, 1]
 
-Pixels are scaled to [0, 1]; pass `mean`/`std` (e.g. `IMAGENET_MEAN`, `IMAGENET_STD`,
+Pixels are scaled to [0, 1]; pass `mean`/`std` (e.g. `modeling.preprocess.IMAGENET_MEAN` and `IMAGENET_STD`,
 what V-JEPA 2 normalises with) to get normalised values instead.
 """
 
@@ -27,8 +27,6 @@ import torch
 
 from tasks import storage
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_COLUMNS = ["clip_id", "source", "start_s", "end_s", "shape", "frames"]
 
 
@@ -39,14 +37,6 @@ def read_manifest(uri: str) -> dict[str, Any]:
         raise FileNotFoundError(f"no curated dataset at {uri} (manifest.json is missing)")
     with fs.open(path, "rb") as handle:
         return dict(json.load(handle))
-
-
-def pyarrow_filesystem(uri: str) -> Any:
-    """A pyarrow filesystem for `uri` built from `tasks.storage` (same endpoint and credentials)."""
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    fs, _ = storage.filesystem(uri)
-    return PyFileSystem(FSSpecHandler(fs))
 
 
 def shard_paths(uri: str, manifest: dict[str, Any] | None = None) -> list[str]:
@@ -65,7 +55,7 @@ def read_clips(uri: str, columns: Sequence[str] | None = None, **read_args: Any)
         raise ValueError(f"the curated dataset at {uri} has no clips")
     return ray.data.read_parquet(
         shard_paths(uri, manifest),
-        filesystem=pyarrow_filesystem(uri),
+        filesystem=storage.pyarrow_filesystem(uri)[0],
         columns=list(columns or CLIP_COLUMNS),
         **read_args,
     )

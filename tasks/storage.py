@@ -54,17 +54,12 @@ def unstrip(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 
 def pyarrow_filesystem(uri: str) -> tuple[Any, str]:
-    """A pyarrow filesystem and path for `uri` (Ray Train's `storage_filesystem`)."""
-    import pyarrow.fs as pafs
+    """A pyarrow filesystem and path for `uri` (Ray Data readers, Ray Train's `storage_filesystem`).
 
-    if uri.startswith(S3_SCHEMES):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        options: dict[str, Any] = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            options = {"endpoint_override": host, "scheme": scheme}
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-        if region:
-            options["region"] = region
-        return pafs.S3FileSystem(**options), uri.split("://", 1)[1]
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    It wraps the fsspec filesystem of `filesystem(uri)`, so endpoint and credentials come from
+    the same place for every reader and writer.
+    """
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = filesystem(uri)
+    return PyFileSystem(FSSpecHandler(fs)), path

@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
 
     from flows.curate import curate_flow
-    from tasks.curation.pipeline import ensure_ray
+    from tasks.runtime import ensure_ray
 
-    ensure_ray()
+    ensure_ray(log_to_driver=False)
     summary = curate_flow(inputs=list(args.input), output=args.output, config=config.to_dict())
     print(
         f"curated {summary['num_clips']} clips from {summary['num_sources']} sources "

@@ -64,19 +64,6 @@ def plan_curation(inputs: list[str], output: str, config: CurationConfig) -> Cur
     return CurationPlan(output, config, sources, missing, committed)
 
 
-def ensure_ray() -> bool:
-    """Start (or join, when `RAY_ADDRESS` is set) Ray unless it is running; True if started here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    return True
-
-
 @functools.lru_cache(maxsize=8)
 def _stage(stage_type: type, args: tuple[Any, ...]) -> Any:
     """One stage instance per worker process and config (stages load their state once)."""

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.clips import IMAGENET_MEAN, IMAGENET_STD, collate_clips, iter_clip_batches, read_clips
+from modeling.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from tasks.clips import collate_clips, iter_clip_batches, read_clips
 from tasks.curation.config import CurationConfig
 from tasks.curation.dataset import assemble_dataset
 from tasks.curation.pipeline import plan_curation, run_pending
