@@ -57,8 +57,10 @@ class DemoConfig:
     env: str = POINT_REACH_ID
     episodes: int = 40
     steps_per_episode: int = 25
-    posttrain_steps: int = 300
+    posttrain_steps: int = 600
+    control_fps: float = 5.0  # PointReach records at 10 Hz; at 5 Hz a step moves the disc visibly
     eval_episodes: int = 10
+    goal_steps: int = 40
     seed: int = 0
 
     def path(self, name: str) -> str:
@@ -169,6 +171,7 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
             trajectories=trajectories,
             output=config.path("posttrain"),
             steps=config.posttrain_steps,
+            fps=config.control_fps,
             seed=config.seed,
             resume=True,
         ),
@@ -181,6 +184,7 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
                 env=config.env,
                 checkpoint=posttrained["checkpoint"],
                 episodes=config.eval_episodes,
+                goal_steps=config.goal_steps,
                 seed=config.seed,
             ),
             config.path("planning"),

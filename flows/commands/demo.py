@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrain-steps", type=int, default=200)
     parser.add_argument("--probe-steps", type=int, default=300)
     parser.add_argument("--episodes", type=int, default=40, help="robot episodes to collect")
-    parser.add_argument("--posttrain-steps", type=int, default=300)
+    parser.add_argument("--posttrain-steps", type=int, default=600)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print URIs and figures as JSON last")
