@@ -56,6 +56,13 @@ class PretrainConfig:
     decay_fraction: float = 0.2
     weight_decay: float = 0.04
     ema_momentum: float = EMA_MOMENTUM
+    # When set, the EMA momentum rises linearly from `ema_momentum` to this over the run
+    # (the official schedule is [0.99925, 1.0]); None keeps it constant.
+    ema_final: float | None = None
+    # Global L2 norm the gradients are clipped to before each step; None disables clipping.
+    grad_clip: float | None = None
+    # Area fraction range of the random-resized crop.
+    crop_scale: tuple[float, float] = (0.3, 1.0)
     checkpoint_every: int = 50
     log_every: int = 10
     seed: int = 0
@@ -66,6 +73,13 @@ class PretrainConfig:
             raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
         if not 0 <= self.ema_momentum <= 1:
             raise ValueError(f"ema_momentum must be in [0, 1], got {self.ema_momentum}")
+        if self.ema_final is not None and not self.ema_momentum <= self.ema_final <= 1:
+            raise ValueError(f"ema_final must be in [ema_momentum, 1], got {self.ema_final}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         encoder_presets.preset(self.preset)  # unknown preset names fail here, before Ray starts
 
     def schedule(self) -> LRSchedule:
@@ -79,6 +93,13 @@ class PretrainConfig:
             start_lr=self.start_lr,
             final_lr=self.final_lr,
         )
+
+    def momentum(self, step: int) -> float:
+        """EMA momentum after `step` (0-based): constant, or linear up to `ema_final`."""
+        if self.ema_final is None:
+            return self.ema_momentum
+        progress = min(1.0, (step + 1) / self.steps)
+        return self.ema_momentum + progress * (self.ema_final - self.ema_momentum)
 
 
 class PretrainJob:
@@ -105,7 +126,8 @@ class PretrainJob:
         self.schedule = config.schedule()
         self.masks = MaskConfig()
         self.generator = torch.Generator().manual_seed(config.seed + 1000 * context.rank)
-        self.augment = AugmentConfig()
+        low, high = config.crop_scale  # a list after a JSON round trip
+        self.augment = AugmentConfig(scale=(float(low), float(high)))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -150,9 +172,15 @@ class PretrainJob:
             loss = self.loss(video)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        metrics = {"loss": float(loss.detach()), "lr": lr}
+        if self.config.grad_clip is not None:
+            parameters = [*self.encoder.parameters(), *self.predictor.parameters()]
+            norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
+            metrics["grad_norm"] = float(norm)
         self.optimizer.step()
-        ema_update(self.target, self.online_encoder, self.config.ema_momentum)
-        return {"loss": float(loss.detach()), "lr": lr}
+        momentum = self.config.momentum(step)
+        ema_update(self.target, self.online_encoder, momentum)
+        return {**metrics, "ema": momentum}
 
     def export(self) -> dict[str, Any]:
         """Final models, loss curve and summary under the output URI (rank 0 only)."""

@@ -64,3 +64,29 @@ def test_resume_and_export(tmp_path: Path) -> None:
 def test_rejects_unknown_preset() -> None:
     with pytest.raises(ValueError, match="preset"):
         PretrainConfig(data="d", output="o", preset="vit-huge-typo")
+
+
+def test_ema_schedule_rises_to_final() -> None:
+    config = PretrainConfig(data="d", output="o", steps=10, ema_momentum=0.99, ema_final=1.0)
+    momenta = [config.momentum(step) for step in range(10)]
+    assert momenta == sorted(momenta)
+    assert momenta[0] > 0.99 and momenta[-1] == pytest.approx(1.0)
+    assert PretrainConfig(data="d", output="o", ema_momentum=0.9).momentum(5) == 0.9
+
+
+def test_grad_clip_reports_norm_and_keeps_training(tmp_path: Path) -> None:
+    config = PretrainConfig(
+        data="unused", output=str(tmp_path), steps=2, batch_size=2, grad_clip=0.5
+    )
+    job = PretrainJob(config, WorkerContext.local())
+    metrics = job.train_step(sample_clips(2), 0)
+    assert metrics["grad_norm"] > 0 and np.isfinite(metrics["loss"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"ema_final": 0.5, "ema_momentum": 0.9}, {"grad_clip": 0.0}, {"crop_scale": (0.8, 0.5)}],
+)
+def test_rejects_bad_recipe_options(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        PretrainConfig(data="d", output="o", **bad)  # type: ignore[arg-type]
