@@ -106,3 +106,10 @@ def iter_clip_batches(
     )
     for batch in batches:
         yield collate_clips(batch, mean=mean, std=std)
+
+
+def decoded_bytes(uri: str, manifest: dict[str, Any] | None = None) -> int:
+    """Size of every clip of the dataset once decoded (uint8), from its manifest."""
+    manifest = manifest or read_manifest(uri)
+    clip_bytes = int(np.prod(manifest["clip"]["shape"]))
+    return clip_bytes * int(manifest["counts"]["num_clips"])

@@ -23,6 +23,18 @@ class ScaleConfig:
     max_failures: int = 2
 
 
+IN_MEMORY_LIMIT = 1 << 30  # decoded bytes under which a dataset is held in the object store
+
+
+def cache_if_small(dataset: Any, approx_bytes: int, limit: int = IN_MEMORY_LIMIT) -> Any:
+    """Materialise a dataset that fits in memory, so each epoch reads blocks from the object store.
+
+    A streamed dataset re-runs its read at every epoch (seconds each at the demo's scale, where
+    an epoch is a handful of steps); a big one streams as usual.
+    """
+    return dataset.materialize() if approx_bytes <= limit else dataset
+
+
 class ExistingRunError(Exception):
     """The output already holds checkpoints and `--resume` was not given."""
 

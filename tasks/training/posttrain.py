@@ -37,7 +37,7 @@ from tasks.planning.rollouts import heldout_errors
 from tasks.robot.windows import Window, WindowConfig
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext, autocast
-from tasks.training.launch import ScaleConfig, check_output, fit
+from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import fetch_file, plot_curves, upload_file, write_summary
 
@@ -102,6 +102,12 @@ class DatasetFacts:
     action_high: tuple[float, ...]
     train_episodes: tuple[int, ...]
     heldout_episodes: tuple[int, ...]
+    total_frames: int = 0
+
+    def decoded_bytes(self, config: PosttrainConfig) -> int:
+        """An upper bound of the training windows' frames once decoded (frames overlap)."""
+        frame = self.image_size * self.image_size * 3
+        return self.total_frames * max(1, config.frames) * frame
 
     def windows(self, config: PosttrainConfig) -> WindowConfig:
         size = (self.image_size, self.image_size)
@@ -175,6 +181,7 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
         action_high=tuple(high),
         train_episodes=train,
         heldout_episodes=held,
+        total_frames=int(reader.info.get("total_frames", 0)),
     )
 
 
@@ -403,6 +410,7 @@ def run_posttrain(config: PosttrainConfig, scale: ScaleConfig) -> dict[str, Any]
     facts = describe_dataset(config)
     check_output(config.output, config.resume)
     dataset = window_dataset(config.trajectories, facts.windows(config), facts.train_episodes)
+    dataset = cache_if_small(dataset, facts.decoded_bytes(config))
     fit(
         posttrain_loop,
         {"config": dataclasses.asdict(config), "facts": dataclasses.asdict(facts)},

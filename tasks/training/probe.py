@@ -29,7 +29,7 @@ from modeling.probe import AttentiveProbe
 from tasks import storage
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext
-from tasks.training.launch import ScaleConfig, check_output, fit
+from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import fetch_file, plot_curves, save_model, write_summary
 
@@ -248,12 +248,13 @@ class AttachLabels:
 
 def run_probe(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
     """Driver side: join labels, split by source, train the probe sweep, return the summary."""
-    from tasks.clips import read_clips
+    from tasks.clips import decoded_bytes, read_clips
     from tasks.training.outputs import read_summary
 
     check_output(config.output, config.resume)
     labels = read_labels(config.labels, config.label_column)
-    clips = read_clips(config.data, columns=["clip_id", "source", "shape", "frames"])
+    columns = ["clip_id", "source", "shape", "frames"]
+    clips = cache_if_small(read_clips(config.data, columns=columns), decoded_bytes(config.data))
     heldout = split_sources(labels, config.heldout_fraction, config.seed)
     datasets = {
         "train": clips.map_batches(AttachLabels(labels, set(labels) - heldout)),
