@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -41,6 +41,7 @@ from modeling.checkpoints import (
     save_state,
     strip_prefixes,
 )
+from modeling.config import DictConfig
 from modeling.jepa import layer_norm_features
 from modeling.layers import Attention, Block, run_blocks
 from modeling.rope import RopeTables, apply_rope, axis_dim, rope_tables
@@ -51,7 +52,7 @@ StateUpdate = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
-class ACPredictorConfig:
+class ACPredictorConfig(DictConfig):
     """Shape of the AC predictor (paper: 24 x 1024, 16 heads, on ViT-g features of 256 px)."""
 
     embed_dim: int = 1408
@@ -86,16 +87,6 @@ class ACPredictorConfig:
     @property
     def cond_tokens(self) -> int:
         return 3 if self.use_extrinsics else 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ACPredictorConfig:
-        unknown = set(values) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ACPredictorConfig keys: {sorted(unknown)}")
-        return cls(**values)
 
 
 def ac_vitg() -> ACPredictorConfig:

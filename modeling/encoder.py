@@ -15,18 +15,18 @@ Parameter names equal the official `VisionTransformer`'s (`patch_embed.proj`,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from modeling.config import DictConfig
 from modeling.layers import Block, run_blocks
 from modeling.rope import RopeTables, axis_dim, rope_for_grid, rope_for_indices
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(DictConfig):
     """Shape of a V-JEPA 2 encoder; presets below."""
 
     width: int = 1024
@@ -50,18 +50,6 @@ class EncoderConfig:
     @property
     def head_dim(self) -> int:
         return self.width // self.num_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EncoderConfig:
-        """Build from a dict; unknown keys are an error naming them."""
-        known = {field.name for field in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown EncoderConfig keys: {sorted(unknown)}")
-        return cls(**values)
 
 
 def tiny() -> EncoderConfig:

@@ -14,19 +14,19 @@ Parameter names equal the official `VisionTransformerPredictor`'s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from modeling.config import DictConfig
 from modeling.encoder import check_indices
 from modeling.layers import Block, run_blocks
 from modeling.rope import axis_dim, rope_for_indices
 
 
 @dataclass(frozen=True)
-class PredictorConfig:
+class PredictorConfig(DictConfig):
     """Shape of the pretraining predictor; `encoder_width` is the width it predicts."""
 
     encoder_width: int = 1024
@@ -51,17 +51,6 @@ class PredictorConfig:
     @property
     def head_dim(self) -> int:
         return self.width // self.num_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PredictorConfig:
-        """Build from a dict; unknown keys are an error naming them."""
-        unknown = set(values) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown PredictorConfig keys: {sorted(unknown)}")
-        return cls(**values)
 
 
 def tiny(encoder_width: int = 192) -> PredictorConfig:

@@ -14,18 +14,18 @@ Parameter names equal the official `AttentiveClassifier`'s (`pooler.query_tokens
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modeling.config import DictConfig
 from modeling.layers import MLP, Block
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(DictConfig):
     """Shape of an attentive probe over `width`-wide encoder tokens."""
 
     width: int = 1024
@@ -42,17 +42,6 @@ class ProbeConfig:
             raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
         if self.num_classes < 1 or self.num_queries < 1 or self.num_blocks < 0:
             raise ValueError("num_classes and num_queries must be >= 1, num_blocks >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ProbeConfig:
-        """Build from a dict; unknown keys are an error naming them."""
-        unknown = set(values) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ProbeConfig keys: {sorted(unknown)}")
-        return cls(**values)
 
 
 def tiny(width: int = 192, num_classes: int = 10) -> ProbeConfig:
