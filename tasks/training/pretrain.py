@@ -56,11 +56,12 @@ class PretrainConfig:
     decay_fraction: float = 0.2
     weight_decay: float = 0.04
     ema_momentum: float = EMA_MOMENTUM
-    # When set, the EMA momentum rises linearly from `ema_momentum` to this over the run
-    # (the official schedule is [0.99925, 1.0]); None keeps it constant.
-    ema_final: float | None = None
+    # The EMA momentum rises linearly from `ema_momentum` to this over the run, as the
+    # official schedule does ([0.99925, 1.0]); None keeps it constant. A constant momentum
+    # made the tiny runs drift (loss rising after ~300 steps); the rise freezes the target.
+    ema_final: float | None = 1.0
     # Global L2 norm the gradients are clipped to before each step; None disables clipping.
-    grad_clip: float | None = None
+    grad_clip: float | None = 1.0
     # Area fraction range of the random-resized crop.
     crop_scale: tuple[float, float] = (0.3, 1.0)
     checkpoint_every: int = 50
