@@ -44,16 +44,20 @@ class DemoConfig:
     """Sizes of every stage; the defaults finish on a 2-core laptop CPU."""
 
     workdir: str = "work/demo"
-    videos: int = 48
+    videos: int = 96
     video_seconds: float = 6.0
     fps: int = 4
     frames: int = 8
     size: int = 64
     preset: str = "tiny"
-    pretrain_steps: int = 200
-    pretrain_lr: float = 5e-4
-    ema: float = 0.998
+    # The recipe that beat a random-init encoder on held-out clips (3 of 3 seeds, in-process):
+    # a short, gentle run whose EMA momentum rises to 1.0, mild crops for 64 px clips.
+    pretrain_steps: int = 150
+    pretrain_lr: float = 2e-4
+    ema: float = 0.996
+    crop_scale: tuple[float, float] = (0.6, 1.0)
     probe_steps: int = 300
+    probe_lrs: tuple[float, ...] = (1e-3, 3e-3)
     env: str = POINT_REACH_ID
     episodes: int = 40
     steps_per_episode: int = 25
@@ -126,6 +130,7 @@ def _probes(config: DemoConfig, encoder: str, labels: str, scale: ScaleConfig) -
             labels=labels,
             output=config.path(f"probe-{name}"),
             steps=config.probe_steps,
+            learning_rates=config.probe_lrs,
             seed=config.seed,
             resume=True,
         )
@@ -150,6 +155,7 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
             steps=config.pretrain_steps,
             peak_lr=config.pretrain_lr,
             ema_momentum=config.ema,
+            crop_scale=config.crop_scale,
             seed=config.seed,
             resume=True,
         ),

@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--workdir", default="work/demo", help="work folder (default work/demo)")
-    parser.add_argument("--videos", type=int, default=48, help="sample videos (default 48)")
-    parser.add_argument("--pretrain-steps", type=int, default=200)
+    parser.add_argument("--videos", type=int, default=96, help="sample videos (default 96)")
+    parser.add_argument("--pretrain-steps", type=int, default=150)
     parser.add_argument("--probe-steps", type=int, default=300)
     parser.add_argument("--episodes", type=int, default=40, help="robot episodes to collect")
     parser.add_argument("--posttrain-steps", type=int, default=600)

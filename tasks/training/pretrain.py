@@ -35,7 +35,7 @@ from tasks import storage
 from tasks.training.augment import AugmentConfig, random_resized_crop_flip
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext, autocast
-from tasks.training.launch import ScaleConfig, check_output, fit
+from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import plot_curves, save_model, write_summary
 
@@ -233,11 +233,12 @@ def pretrain_loop(config_values: dict[str, Any]) -> None:
 
 def run_pretrain(config: PretrainConfig, scale: ScaleConfig) -> dict[str, Any]:
     """Driver side: check the output, open the curated clips, train, return the summary."""
-    from tasks.clips import read_clips
+    from tasks.clips import decoded_bytes, read_clips
     from tasks.training.outputs import read_summary
 
     check_output(config.output, config.resume)
-    dataset = read_clips(config.data, columns=["clip_id", "shape", "frames"])
+    clips = read_clips(config.data, columns=["clip_id", "shape", "frames"])
+    dataset = cache_if_small(clips, decoded_bytes(config.data))
     fit(
         pretrain_loop,
         dataclasses.asdict(config),
