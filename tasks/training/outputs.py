@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from modeling.checkpoints import save_state
+from modeling.checkpoints import save_model as write_model
 from tasks import storage
 
 SUMMARY = "summary.json"
@@ -26,12 +26,11 @@ def upload_file(local: str | Path, uri: str) -> str:
     return uri
 
 
-def save_model(uri: str, kind: str, module: nn.Module) -> str:
-    """Write `module` in the project's own format at `uri`; its `config` must have `to_dict`."""
-    config = module.config.to_dict()  # type: ignore[operator, union-attr]
+def save_model(uri: str, module: nn.Module) -> str:
+    """Write an encoder, predictor or probe in the project's own format at `uri` (local or s3)."""
     with tempfile.TemporaryDirectory(prefix="vjepa-model-") as scratch:
         local = Path(scratch) / "model.safetensors"
-        save_state(local, kind, config, module.state_dict())
+        write_model(module, local)
         return upload_file(local, uri)
 
 

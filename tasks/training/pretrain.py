@@ -186,13 +186,9 @@ class PretrainJob:
     def export(self) -> dict[str, Any]:
         """Final models, loss curve and summary under the output URI (rank 0 only)."""
         output = self.config.output
-        encoder_uri = save_model(
-            storage.join(output, "final", "encoder.safetensors"), "encoder", self.target
-        )
+        encoder_uri = save_model(storage.join(output, "final", "encoder.safetensors"), self.target)
         predictor_uri = save_model(
-            storage.join(output, "final", "predictor.safetensors"),
-            "predictor",
-            self.online_predictor,
+            storage.join(output, "final", "predictor.safetensors"), self.online_predictor
         )
         rows = CheckpointStore(output).metrics()
         curve = plot_curves(rows, ["loss"], storage.join(output, "loss.png"), "pretraining loss")

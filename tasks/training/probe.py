@@ -190,7 +190,7 @@ def export(
     """Best probe, loss curves and summary under the output URI."""
     best = int(np.argmax(accuracies))
     probe_uri = save_model(
-        storage.join(config.output, "final", "probe.safetensors"), "probe", sweep.probes[best]
+        storage.join(config.output, "final", "probe.safetensors"), sweep.probes[best]
     )
     rows = CheckpointStore(config.output).metrics()
     keys = [f"loss_{i}" for i in range(len(config.learning_rates))]
