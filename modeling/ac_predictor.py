@@ -44,7 +44,7 @@ from modeling.checkpoints import (
 from modeling.config import DictConfig
 from modeling.jepa import layer_norm_features
 from modeling.layers import Attention, Block, run_blocks
-from modeling.rope import RopeTables, apply_rope, axis_dim, rope_tables
+from modeling.rope import RopeTables, apply_rope, check_rope_heads, rope_tables
 
 KIND = "ac_predictor"
 KVCache = list[tuple[Tensor, Tensor]]
@@ -72,11 +72,7 @@ class ACPredictorConfig(DictConfig):
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if self.width % self.num_heads:
-            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
-        head_dim = self.width // self.num_heads
-        if head_dim % 2 or axis_dim(head_dim) == 0:
-            raise ValueError(f"head dim {head_dim} must be even and >= 6 for 3D RoPE")
+        check_rope_heads(self.width, self.num_heads)
         if min(self.action_dim, self.state_dim, self.grid_height, self.grid_width) < 1:
             raise ValueError("action_dim, state_dim and the grid must be >= 1")
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from modeling.config import DictConfig
 from modeling.encoder import check_indices
 from modeling.layers import Block, run_blocks
-from modeling.rope import axis_dim, rope_for_indices
+from modeling.rope import check_rope_heads, rope_for_indices
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,7 @@ class PredictorConfig(DictConfig):
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if self.width % self.num_heads:
-            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
-        if axis_dim(self.head_dim) == 0 or self.head_dim % 2:
-            raise ValueError(f"head dim {self.head_dim} must be even and >= 6 for 3D RoPE")
+        check_rope_heads(self.width, self.num_heads)
         if self.num_mask_tokens < 1:
             raise ValueError("num_mask_tokens must be at least 1")
 

@@ -162,3 +162,13 @@ def rotate_axis(x: Tensor, positions: Tensor) -> Tensor:
     cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(x.dtype)  # (..., N, d)
     sin = torch.cat((angles.sin(), angles.sin()), dim=-1).to(x.dtype)  # (..., N, d)
     return x * cos + rotate_pairs(x) * sin
+
+
+def check_rope_heads(width: int, num_heads: int) -> int:
+    """The head dim of `width` split in `num_heads`; an error unless 3D RoPE can rotate it."""
+    if width % num_heads:
+        raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+    head_dim = width // num_heads
+    if head_dim % 2 or axis_dim(head_dim) == 0:
+        raise ValueError(f"head dim {head_dim} must be even and >= 6 for 3D RoPE")
+    return head_dim
