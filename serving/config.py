@@ -33,7 +33,9 @@ class Limits(_Strict):
 
     max_body_bytes: int = Field(default=8 * MiB, ge=1024)
     max_embed_frames: int = Field(default=64, ge=1, description="frames per /v1/embed request")
-    max_image_size: int = Field(default=512, ge=16, description="largest side for /v1/embed")
+    max_image_size: int = Field(
+        default=512, ge=16, description="largest image side accepted by /v1/embed and /v1/plan"
+    )
 
 
 class Batching(_Strict):

@@ -133,7 +133,12 @@ class Ingress:
         started = time.perf_counter()
         check_bearer(request.headers.get("authorization"), self.token)
         message = unpack(await read_body(request, self.config.limits.max_body_bytes), PLAN_FIELDS)
-        parsed = parse_plan(message, await self.models_info(), self.config.default_model)
+        parsed = parse_plan(
+            message,
+            await self.models_info(),
+            self.config.default_model,
+            self.config.limits.max_image_size,
+        )
         result = await self._call(self.planner, "plan", parsed)
         result = result.model_copy(update={"server_ms": (time.perf_counter() - started) * 1000})
         return msgpack_response(result.to_message())

@@ -25,6 +25,7 @@ PLAN_FIELDS = ("frames", "state", "goal", "previous_plan", "model", "seed")
 EMBED_FIELDS = ("frames", "pool")
 FLOATS = ("float32", "float64")
 MAX_SEED = 2**63 - 1
+MIN_IMAGE_SIDE = 16
 
 
 class ModelInfo(BaseModel):
@@ -114,18 +115,25 @@ class EmbedRequest(_Arrays):
 
 
 def parse_plan(
-    message: dict[str, Any], models: dict[str, ModelInfo], default_model: str
+    message: dict[str, Any],
+    models: dict[str, ModelInfo],
+    default_model: str,
+    max_size: int = 1024,
 ) -> PlanRequest:
-    """Validate a decoded `/v1/plan` map against the requested model's spec."""
+    """Validate a decoded `/v1/plan` map against the requested model's spec.
+
+    Cameras render at their own size: frames and goal may be any `H x W` with sides in
+    `[16, max_size]`; they are resized (short side, antialiased, centre crop) to the model's
+    `image_size` here, so the planner only ever sees the size it was trained at.
+    """
     name = optional_str(message, "model") or default_model
     if name not in models:
         raise RequestError(404, f"unknown model '{name}'; served: {sorted(models)}", "model")
     info = models[name]
-    size = info.image_size
     frames = check_array(
         "frames",
         decode_array("frames", required(message, "frames")),
-        [(size, size, 3), (1, size, size, 3)],
+        [(None, None, 3), (1, None, None, 3)],
         ["uint8"],
     )
     state = check_array(
@@ -135,7 +143,7 @@ def parse_plan(
         FLOATS,
     )
     goal = check_array(
-        "goal", decode_array("goal", required(message, "goal")), [(size, size, 3)], ["uint8"]
+        "goal", decode_array("goal", required(message, "goal")), [(None, None, 3)], ["uint8"]
     )
     previous = None
     if message.get("previous_plan") is not None:
@@ -147,12 +155,31 @@ def parse_plan(
         ).astype(np.float32)
     return PlanRequest(
         model=name,
-        frames=frames.reshape(1, size, size, 3),
+        frames=to_model_size("frames", frames.reshape(frames.shape[-3:]), info, max_size)[None],
         state=state.astype(np.float32).reshape(1, info.state_dim),
-        goal=goal,
+        goal=to_model_size("goal", goal, info, max_size),
         previous_plan=previous,
         seed=optional_int(message, "seed", 0, MAX_SEED),
     )
+
+
+def to_model_size(field: str, image: np.ndarray, info: ModelInfo, max_size: int) -> np.ndarray:
+    """A uint8 image `(H, W, 3)` resized to the model's `(S, S, 3)`; 422 for unusable sizes."""
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE or max(height, width) > max_size:
+        raise RequestError(
+            422,
+            f"field '{field}' is {height}x{width}; image sides must be within "
+            f"[{MIN_IMAGE_SIDE}, {max_size}] (the model plans at {info.image_size}x{info.image_size})",
+            field,
+        )
+    if height == width == info.image_size:
+        return image
+    import torch
+
+    from modeling.preprocess import resize_frames
+
+    return resize_frames(torch.from_numpy(image), info.image_size).numpy()  # (S, S, 3)
 
 
 def parse_embed(

@@ -99,6 +99,14 @@ def test_plan_per_model_with_warm_start_and_seed(url: str) -> None:
         assert result.server_ms >= result.plan_ms > 0
 
 
+def test_plan_accepts_another_camera_size(url: str) -> None:
+    # a 96x128 camera plans like the same scene rendered at the model's 64x64
+    big = np.random.default_rng(3).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    with PlannerClient(url, TOKEN) as client:
+        result = client.plan(big, np.zeros(2, np.float32), big[None][0], seed=1)
+    assert result.actions.shape == (2, 2) and np.isfinite(result.energy)
+
+
 def test_concurrent_robots_share_one_batch(url: str) -> None:
     results: list[int] = []
 
@@ -152,7 +160,7 @@ def object_npy() -> bytes:
 
 
 BAD_REQUESTS = {
-    "wrong shape": (AUTH, pack(plan_body(goal=np.zeros((32, 32, 3), np.uint8))), 422, "goal"),
+    "wrong shape": (AUTH, pack(plan_body(goal=np.zeros((64, 64), np.uint8))), 422, "goal"),
     "wrong dtype": (AUTH, pack(plan_body(frames=np.zeros((1, 64, 64, 3)))), 422, "uint8"),
     "nan state": (AUTH, pack(plan_body(state=np.array([np.nan, 0.0]))), 422, "NaN"),
     "bad plan": (AUTH, pack(plan_body(previous_plan=np.zeros((5, 2)))), 422, "previous_plan"),

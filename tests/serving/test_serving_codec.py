@@ -53,10 +53,21 @@ def test_parse_plan_accepts_both_frame_layouts_and_normalises_dtypes() -> None:
     assert request.model == "arm" and request.previous_plan is None
 
 
+def test_parse_plan_resizes_other_camera_sizes() -> None:
+    # a 48x80 camera: short side to 64, centre crop; a flat image stays flat
+    frames = np.full((48, 80, 3), 200, np.uint8)
+    goal = np.full((1, 128, 128, 3), 9, np.uint8)[0]
+    request = parse_plan(plan_message(frames=frames, goal=goal), {"arm": INFO}, "arm")
+    assert request.frames.shape == (1, 64, 64, 3) and request.goal.shape == (64, 64, 3)
+    assert (request.frames == 200).all() and (request.goal == 9).all()
+
+
 @pytest.mark.parametrize(
     ("overrides", "status", "field", "words"),
     [
-        ({"frames": np.zeros((1, 32, 32, 3), np.uint8)}, 422, "frames", "(1, 64, 64, 3)"),
+        ({"frames": np.zeros((1, 8, 32, 3), np.uint8)}, 422, "frames", "within [16, 1024]"),
+        ({"goal": np.zeros((2000, 64, 3), np.uint8)}, 422, "goal", "2000x64"),
+        ({"frames": np.zeros((2, 64, 64, 3), np.uint8)}, 422, "frames", "(1, *, *, 3)"),
         ({"frames": np.zeros((1, 64, 64, 3), np.float32)}, 422, "frames", "uint8"),
         ({"state": np.array([0.0, np.nan], np.float32)}, 422, "state", "NaN"),
         ({"state": np.zeros(3, np.float32)}, 422, "state", "(2,)"),
