@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -70,6 +70,10 @@ class ACPredictorConfig(DictConfig):
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     activation_checkpointing: bool = False
+    # Not in the official model: predict the change of the features (output = input frame +
+    # projected delta, the projection starting at zero, so an untrained predictor copies its
+    # input). Small, slowly moving scenes make "no change" a strong baseline to start from.
+    residual: bool = False
 
     def __post_init__(self) -> None:
         check_rope_heads(self.width, self.num_heads)
@@ -104,6 +108,21 @@ def additive_state_update(state: Tensor, action: Tensor) -> Tensor:
     return torch.cat([state[..., :width] + action[..., :width], state[..., width:]], dim=-1)
 
 
+def scaled_state_update(scale: Sequence[float]) -> StateUpdate:
+    """Next state `state + scale * action` on the shared leading dims (one scale per action dim).
+
+    For robots whose state moves by a fixed gain per unit of action and control step (PointReach:
+    step size x env steps per control step); `scale` of ones is `additive_state_update`.
+    """
+    gains = tuple(float(v) for v in scale)
+
+    def update(state: Tensor, action: Tensor) -> Tensor:
+        gain = torch.tensor(gains, dtype=action.dtype, device=action.device)  # (A,)
+        return additive_state_update(state, action * gain)
+
+    return update
+
+
 class ACPredictor(nn.Module):
     """Block-causal action-conditioned ViT predictor over frozen encoder features."""
 
@@ -136,6 +155,8 @@ class ACPredictor(nn.Module):
             for layer, block in enumerate(self.blocks, start=1):
                 block.attn.proj.weight.div_(math.sqrt(2.0 * layer))
                 block.mlp.fc2.weight.div_(math.sqrt(2.0 * layer))
+            if self.config.residual:  # start as the identity on features
+                self.predictor_proj.weight.zero_()
 
     @property
     def blocks(self) -> list[Block]:
@@ -156,11 +177,15 @@ class ACPredictor(nn.Module):
         patches = self.predictor_embed(frames).view(batch, steps, self.config.tokens_per_frame, -1)
         return torch.cat([c.unsqueeze(2) for c in cond] + [patches], dim=2).flatten(1, 2)
 
-    def _frame_outputs(self, x: Tensor, steps: int) -> Tensor:
-        """Drop the conditioning tokens, normalise and project: `(B, T*(C+N), W) -> (B, T*N, D)`."""
+    def _frame_outputs(self, x: Tensor, steps: int, inputs: Tensor) -> Tensor:
+        """Drop the conditioning tokens, normalise and project: `(B, T*(C+N), W) -> (B, T*N, D)`.
+
+        `inputs (B, T*N, D)` are the frames the step started from, added back when `residual`.
+        """
         x = x.view(x.shape[0], steps, self.config.cond_tokens + self.config.tokens_per_frame, -1)
         x = x[:, :, self.config.cond_tokens :].flatten(1, 2)  # (B, T*N, W)
-        return self.predictor_proj(self.predictor_norm(x))  # (B, T*N, D)
+        out = self.predictor_proj(self.predictor_norm(x))  # (B, T*N, D)
+        return out + inputs if self.config.residual else out
 
     def rope(self, first_step: int, num_steps: int, device: torch.device) -> RopeTables:
         """RoPE tables for steps `[first_step, first_step + num_steps)`: `(1, 1, L, head_dim)`.
@@ -229,7 +254,7 @@ class ACPredictor(nn.Module):
         rope = self.rope(0, steps, x.device)
         mask = self.causal_mask(0, steps, x.device)
         x = run_blocks(self.predictor_blocks, x, rope, mask, self.config.activation_checkpointing)
-        return self._frame_outputs(x, steps)  # (B, T*N, D)
+        return self._frame_outputs(x, steps, features)  # (B, T*N, D)
 
     def _cached_step(self, x: Tensor, first_step: int, cache: KVCache) -> Tensor:
         """Run new steps' tokens `x (B, L, W)` through all blocks, extending `cache` in place."""
@@ -308,7 +333,7 @@ class ACPredictor(nn.Module):
         for step in range(actions.shape[1]):
             x = self._tokens(frame, actions[:, step : step + 1], state[:, None], None)
             x = self._cached_step(x, prefix + step, cache)
-            frame = self._frame_outputs(x, 1)  # (B, N, D)
+            frame = self._frame_outputs(x, 1, frame)  # (B, N, D)
             if normalize:
                 frame = layer_norm_features(frame)
             predictions.append(frame)

@@ -22,6 +22,7 @@ import torch
 from modeling.jepa import layer_norm_features
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
+StateUpdate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (state, action) -> state
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class RolloutModel(Protocol):
         states: torch.Tensor,
         actions: torch.Tensor,
         past_actions: torch.Tensor | None = None,
+        state_update: StateUpdate = ...,
     ) -> torch.Tensor: ...
 
 
@@ -188,6 +190,7 @@ def latent_goal_energy(
     past_actions: torch.Tensor | None = None,
     max_batch: int | None = None,
     normalize_goal: bool = True,
+    state_update: StateUpdate | None = None,
 ) -> EnergyFn:
     """Energy for CEM: L1 between the predicted final frame and the goal frame's features.
 
@@ -196,17 +199,21 @@ def latent_goal_energy(
     `(R*S, H, A)` robot-major candidates and returns `(R*S,)`. The rollout shares each robot's
     context across its samples; `max_batch` caps the candidates per rollout call (memory).
     Goal features are raw encoder outputs, layer-normed here like the predictions; pass
-    `normalize_goal=False` for features that are normalised already.
+    `normalize_goal=False` for features that are normalised already. `state_update` rolls the
+    state forward between predicted steps (default: the model's own, `state + action`).
     """
     robots = context_features.shape[0]
     if states.shape[0] != robots or goal_features.shape[0] != robots:
         raise ValueError("context_features, states and goal_features need the same robot count")
     goal = layer_norm_features(goal_features) if normalize_goal else goal_features  # (R, N, D)
+    options = {} if state_update is None else {"state_update": state_update}
 
     def rollout_rows(rows: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         past = None if past_actions is None else past_actions[rows]
         with torch.no_grad():
-            predicted = model.rollout(context_features[rows], states[rows], actions, past)
+            predicted = model.rollout(
+                context_features[rows], states[rows], actions, past, **options
+            )
         return (predicted[:, -1] - goal[rows]).abs().mean(dim=(1, 2))  # (B,)
 
     def energy(actions: torch.Tensor) -> torch.Tensor:
@@ -215,7 +222,9 @@ def latent_goal_energy(
             raise ValueError(f"{actions.shape[0]} candidates do not split over {robots} robots")
         if max_batch is None or actions.shape[0] <= max_batch:
             with torch.no_grad():  # one call; the model expands each robot's context itself
-                predicted = model.rollout(context_features, states, actions, past_actions)
+                predicted = model.rollout(
+                    context_features, states, actions, past_actions, **options
+                )
             final = predicted[:, -1].unflatten(0, (robots, samples))  # (R, S, N, D)
             return (final - goal[:, None]).abs().mean(dim=(2, 3)).flatten()  # (R*S,)
         owner = torch.arange(actions.shape[0], device=actions.device) // samples  # (R*S,)

@@ -21,12 +21,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modeling.ac_predictor import ACPredictor
+from modeling.ac_predictor import (
+    ACPredictor,
+    StateUpdate,
+    additive_state_update,
+    scaled_state_update,
+)
 from modeling.cem import CEMConfig, CEMResult, cem_plan, latent_goal_energy
 from modeling.checkpoints import save_state
 from modeling.encoder import VisionEncoder
 from modeling.jepa import layer_norm_features
-from modeling.preprocess import frames_to_video
+from modeling.preprocess import frames_to_video, resize_frames
 
 SPEC_FILE = "world_model.json"
 ENCODER_FILE = "encoder.safetensors"
@@ -45,12 +50,27 @@ class WorldModelSpec:
     control_fps: float = 10.0
     name: str = "world-model"
     cem: dict[str, Any] = field(default_factory=dict)
+    # State change per unit of action and control step, per action dim: planning rolls future
+    # states forward as `state + action_scale * action`. None (bundles written before this
+    # field): `state + action`.
+    action_scale: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.image_size % 16:
             raise ValueError(f"image_size {self.image_size} must be a multiple of 16")
         if not len(self.action_low) == len(self.action_high) == self.action_dim:
             raise ValueError("action_low and action_high need action_dim entries")
+        if self.action_scale is not None and len(self.action_scale) != self.action_dim:
+            raise ValueError(
+                f"action_scale needs action_dim ({self.action_dim}) entries, "
+                f"got {len(self.action_scale)}"
+            )
+
+    def state_update(self) -> StateUpdate:
+        """How planning rolls the robot state forward between predicted frames."""
+        if self.action_scale is None:
+            return additive_state_update
+        return scaled_state_update(self.action_scale)
 
     def cem_config(self, **overrides: Any) -> CEMConfig:
         return CEMConfig(**{**self.cem, **overrides})
@@ -61,8 +81,9 @@ class WorldModelSpec:
         if unknown:
             raise ValueError(f"unknown world model spec keys: {sorted(unknown)}")
         values = {**values}
-        for key in ("action_low", "action_high"):
-            values[key] = tuple(float(v) for v in values[key])
+        for key in ("action_low", "action_high", "action_scale"):
+            if values.get(key) is not None:
+                values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
 
 
@@ -79,9 +100,16 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def encode_frames(self, frames: Tensor) -> Tensor:
-        """uint8 frames `(B, T, H, W, 3)` -> layer-normed features `(B, T*N, D)`, frame by frame."""
+        """uint8 frames `(B, T, H, W, 3)` -> layer-normed features `(B, T*N, D)`, frame by frame.
+
+        Frames of any size are first brought to the spec's `image_size` (short side resized with
+        antialiased bilinear filtering, long side centre-cropped): a camera renders at its own size.
+        """
+        if frames.dim() != 5:
+            raise ValueError(f"frames must be (B, T, H, W, 3), got {tuple(frames.shape)}")
         batch = frames.shape[0]
-        video = frames_to_video(frames.flatten(0, 1).unsqueeze(1))  # (B*T, 3, 1, H, W)
+        frames = resize_frames(frames, self.spec.image_size)  # (B, T, S, S, 3)
+        video = frames_to_video(frames.flatten(0, 1).unsqueeze(1))  # (B*T, 3, 1, S, S)
         features = self.encoder(video)  # (B*T, N, D)
         return layer_norm_features(features).reshape(batch, -1, features.shape[-1])  # (B, T*N, D)
 
@@ -102,7 +130,13 @@ class WorldModel(nn.Module):
         """
         context = self.encode_frames(frames)  # (R, N, D)
         goal_features = self.encode_frames(goals.unsqueeze(1))  # (R, N, D)
-        energy = latent_goal_energy(self.predictor, context, states.float(), goal_features)
+        energy = latent_goal_energy(
+            self.predictor,
+            context,
+            states.float(),
+            goal_features,
+            state_update=self.spec.state_update(),
+        )
         return cem_plan(
             energy,
             num_robots=frames.shape[0],

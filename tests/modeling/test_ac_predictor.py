@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from modeling.ac_predictor import (
     infer_ac_config,
     load_ac_predictor,
     save_ac_predictor,
+    scaled_state_update,
 )
 from modeling.checkpoints import CheckpointError
 from modeling.rope import axis_dim, rotate_axis
@@ -138,7 +140,13 @@ def test_matches_a_transcription_of_the_official_forward() -> None:
     assert (ours - expected).abs().max() < 1e-5
 
 
-def _naive_rollout(model: ACPredictor, context: Tensor, states: Tensor, actions: Tensor) -> Tensor:
+def _naive_rollout(
+    model: ACPredictor,
+    context: Tensor,
+    states: Tensor,
+    actions: Tensor,
+    state_update: Callable[[Tensor, Tensor], Tensor] = additive_state_update,
+) -> Tensor:
     """The official planner's loop: rerun the whole sequence for every new frame.
 
     `context (B, T0*N, D)`, `states (B, T0, S)`, `actions (B, T0-1+H, A)` -> `(B, H, N, D)`.
@@ -151,7 +159,7 @@ def _naive_rollout(model: ACPredictor, context: Tensor, states: Tensor, actions:
         nxt = F.layer_norm(model(features, actions[:, :steps], state_seq)[:, -frames:], (dim,))
         predictions.append(nxt)
         features = torch.cat([features, nxt], dim=1)
-        new_state = additive_state_update(state_seq[:, -1], actions[:, steps - 1])
+        new_state = state_update(state_seq[:, -1], actions[:, steps - 1])
         state_seq = torch.cat([state_seq, new_state[:, None]], dim=1)
     return torch.stack(predictions, dim=1)  # (B, H, N, D)
 
@@ -314,3 +322,48 @@ def test_extrinsics_token_variant_loads_and_stays_causal(tmp_path: Path) -> None
     loaded = load_ac_predictor(path, config=config)  # extrinsics keys are kept, not dropped
     with torch.no_grad():
         assert torch.equal(loaded(features, actions, states, extrinsics), reference)
+
+
+def test_scaled_state_update_scales_each_action_dim() -> None:
+    state = torch.tensor([[1.0, 2.0, 3.0]])  # (1, S) with one state dim no action drives
+    action = torch.tensor([[1.0, -1.0]])  # (1, A)
+    moved = scaled_state_update((0.1, 0.5))(state, action)
+    torch.testing.assert_close(moved, torch.tensor([[1.1, 1.5, 3.0]]))
+    ones = scaled_state_update((1.0, 1.0))(state, action)
+    torch.testing.assert_close(ones, additive_state_update(state, action))
+
+
+def test_rollout_feeds_states_from_the_given_update(model: ACPredictor) -> None:
+    config = model.config
+    features, actions, states = _inputs(config, batch=2, steps=3, seed=3)
+    frames, update = config.tokens_per_frame, scaled_state_update((0.1, 0.1))
+    with torch.no_grad():
+        scaled = model.rollout(features[:, :frames], states[:, :1], actions, state_update=update)
+        naive = _naive_rollout(model, features[:, :frames], states[:, :1], actions, update)
+        additive = model.rollout(features[:, :frames], states[:, :1], actions)
+    assert (scaled - naive).abs().max() < 1e-5
+    assert torch.equal(scaled[:, 0], additive[:, 0])  # the first step uses the given state
+    assert (scaled[:, 1:] - additive[:, 1:]).abs().max() > 1e-4
+
+
+def test_residual_predictor_starts_as_identity_and_stays_consistent(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    config = ac_tiny(action_dim=2, state_dim=2, residual=True)
+    model = ACPredictor(config).eval()
+    features, actions, states = _inputs(config, steps=3, seed=6)
+    normed = F.layer_norm(features, (config.embed_dim,))
+    frames = config.tokens_per_frame
+    with torch.no_grad():
+        torch.testing.assert_close(model(normed, actions, states), normed)  # copies its input
+        rolled = model.rollout(normed[:, :frames], states[:, :1], actions)
+        torch.testing.assert_close(rolled, normed[:, None, :frames].expand_as(rolled))
+        model.predictor_proj.weight.normal_(std=0.02)  # a trained delta: forward == rollout
+        fast = model.rollout(normed[:, :frames], states[:, :1], actions)
+        slow = _naive_rollout(model, normed[:, :frames], states[:, :1], actions)
+        delta = model(normed, actions, states) - normed
+    assert (fast - slow).abs().max() < 1e-5
+    assert delta.abs().mean() > 1e-3
+    loaded = load_ac_predictor(save_ac_predictor(model, tmp_path / "residual.safetensors"))
+    assert loaded.config.residual
+    with torch.no_grad():
+        assert torch.equal(loaded(normed, actions, states), model(normed, actions, states))
