@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
+
+# Ray Train V2 re-routes `print` in its workers through the root logger and, because Ray
+# already wraps the workers' stderr, prints it as well: every progress line reached the
+# driver twice. Our jobs print plain progress lines, so the patch is switched off (Ray
+# propagates this variable from the driver to the train controller and its workers).
+PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+# Without a dashboard there is no State API; Ray Train's placement-group cleaner asks it
+# whether the controller is alive every second and logs a warning each time it cannot.
+NOISY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_ray_workers() -> None:
+    """Worker setup hook: silence the known, harmless warnings of a dashboard-less Ray."""
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def ensure_ray(log_to_driver: bool = True) -> bool:
@@ -15,10 +31,12 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
 
     if ray.is_initialized():
         return False
+    os.environ.setdefault(PRINT_PATCH_ENV, "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=log_to_driver)
     else:
-        ray.init(include_dashboard=False, log_to_driver=log_to_driver)
+        runtime_env = {"worker_process_setup_hook": f"{__name__}.quiet_ray_workers"}
+        ray.init(include_dashboard=False, log_to_driver=log_to_driver, runtime_env=runtime_env)
     return True
 
 

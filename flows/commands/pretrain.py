@@ -31,6 +31,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--ema", type=float, default=0.99925, help="EMA momentum of the target encoder"
     )
     parser.add_argument(
+        "--ema-final",
+        type=float,
+        default=1.0,
+        help="EMA momentum at the last step; it rises linearly from --ema (default 1.0)",
+    )
+    parser.add_argument(
+        "--grad-clip", type=float, default=1.0, help="max gradient norm, 0 for none (default 1.0)"
+    )
+    parser.add_argument(
+        "--crop-scale",
+        type=float,
+        nargs=2,
+        default=(0.3, 1.0),
+        metavar=("MIN", "MAX"),
+        help="area range of the random resized crop (default 0.3 1.0)",
+    )
+    parser.add_argument(
         "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
     )
     parser.add_argument("--seed", type=int, default=0)
