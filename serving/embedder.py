@@ -27,8 +27,9 @@ class Embedder:
     """Video clips in, encoder features out."""
 
     def __init__(self, config: ServingConfig) -> None:
-        configure_torch(config.torch_threads)
-        self.encoder = load_encoder(local_path(config.encoder_uri, config.cache_dir)).eval()
+        self.device = configure_torch(config.torch_threads)
+        encoder = load_encoder(local_path(config.encoder_uri, config.cache_dir))
+        self.encoder = encoder.eval().to(self.device)
         encoder_config = self.encoder.config
         self.info = EncoderInfo(
             patch_size=encoder_config.patch_size,
@@ -57,12 +58,13 @@ class Embedder:
         outputs: list[np.ndarray] = [np.empty(0)] * len(requests)
         for indices in groups.values():
             clips = torch.from_numpy(np.concatenate([requests[i].frames for i in indices]))
+            clips = clips.to(self.device)  # (sum B, T, H, W, 3)
             with torch.no_grad():
                 features = self.encoder(frames_to_video(clips))  # (sum B, N, D)
             start = 0
             for i in indices:
                 count = requests[i].frames.shape[0]
-                chunk = features[start : start + count].float().numpy()  # (B, N, D)
+                chunk = features[start : start + count].float().cpu().numpy()  # (B, N, D)
                 outputs[i] = chunk.mean(axis=1) if requests[i].pool else chunk
                 start += count
         return outputs

@@ -59,10 +59,11 @@ def group_requests(requests: Sequence[PlanRequest]) -> dict[GroupKey, list[int]]
 class FleetPlanner:
     """Plans batches of robot requests with the loaded world models."""
 
-    def __init__(self, models: dict[str, WorldModel]) -> None:
+    def __init__(self, models: dict[str, WorldModel], device: torch.device | str = "cpu") -> None:
         if not models:
             raise ValueError("FleetPlanner needs at least one model")
-        self.models = {name: model.eval() for name, model in models.items()}
+        self.device = torch.device(device)
+        self.models = {name: model.eval().to(self.device) for name, model in models.items()}
         self.infos = {name: model_info(name, model) for name, model in models.items()}
 
     def __call__(self, requests: Sequence[PlanRequest]) -> list[PlanResult]:
@@ -79,24 +80,26 @@ class FleetPlanner:
         if name not in self.models:
             raise KeyError(f"unknown model {name!r}")
         model = self.models[name]
-        frames = torch.from_numpy(np.stack([r.frames for r in requests]))  # (R, 1, H, W, 3)
-        states = torch.from_numpy(np.stack([r.state for r in requests]))  # (R, 1, S)
-        goals = torch.from_numpy(np.stack([r.goal for r in requests]))  # (R, H, W, 3)
+        device = self.device
+        frames = torch.from_numpy(np.stack([r.frames for r in requests])).to(device)  # (R,1,H,W,3)
+        states = torch.from_numpy(np.stack([r.state for r in requests])).to(device)  # (R, 1, S)
+        goals = torch.from_numpy(np.stack([r.goal for r in requests])).to(device)  # (R, H, W, 3)
         warm = None
         if requests[0].previous_plan is not None:
             previous = np.stack([np.asarray(r.previous_plan) for r in requests])  # (R, H, A)
-            warm = shift_plan(torch.from_numpy(previous))  # (R, H, A)
+            warm = shift_plan(torch.from_numpy(previous).to(device))  # (R, H, A)
         generator = None
         if len(requests) == 1 and requests[0].seed is not None:
-            generator = torch.Generator().manual_seed(requests[0].seed)
+            generator = torch.Generator(device=device).manual_seed(requests[0].seed)
         started = time.perf_counter()
         result = model.plan(frames, states, goals, warm_start=warm, generator=generator)
         plan_ms = (time.perf_counter() - started) * 1000
-        plans = result.plan.float().numpy()  # (R, H, A)
+        plans = result.plan.float().cpu().numpy()  # (R, H, A)
+        energies = result.energy.float().cpu()  # (R,)
         return [
             PlanResult(
                 actions=plans[i],
-                energy=float(result.energy[i]),
+                energy=float(energies[i]),
                 model=name,
                 batch_size=len(requests),
                 plan_ms=plan_ms,

@@ -30,10 +30,15 @@ def configure_batch(method: Any, max_batch_size: int, wait_timeout_s: float) -> 
     method.set_batch_wait_timeout_s(wait_timeout_s)
 
 
-def configure_torch(threads: int | None) -> None:
-    """Intra-op threads of this replica (Ray already sets it from num_cpus if left None)."""
+def configure_torch(threads: int | None) -> torch.device:
+    """Intra-op threads of this replica (Ray already sets it from num_cpus if left None).
+
+    Returns the device the replica's models run on: the GPU when Ray gave the replica one
+    (`num_gpus` > 0 makes Ray set `CUDA_VISIBLE_DEVICES`), else the CPU.
+    """
     if threads is not None:
         torch.set_num_threads(threads)
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 @serve.deployment(name="Planner")
@@ -41,11 +46,11 @@ class Planner:
     """Fleet CEM planning over the configured world models."""
 
     def __init__(self, config: ServingConfig) -> None:
-        configure_torch(config.torch_threads)
+        device = configure_torch(config.torch_threads)
         models = {
             name: fetch_world_model(uri, config.cache_dir) for name, uri in config.models.items()
         }
-        self.fleet = FleetPlanner(models)
+        self.fleet = FleetPlanner(models, device)
         batching = config.batching
         configure_batch(self._plan_batch, batching.effective_batch_size, batching.wait_timeout_s)
         self.merger = BatchMerger(self._plan_now, batching.effective_batch_size)
