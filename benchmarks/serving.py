@@ -49,6 +49,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fleets", type=int, nargs="+", default=list(FLEETS))
     parser.add_argument("--planner-cpus", type=float, default=1.0, help="CPUs of the replica")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (replica + direct)")
+    parser.add_argument(
+        "--planner-gpus",
+        type=float,
+        default=0.0,
+        help="GPUs per planner replica (0.5 puts both apps on one GPU; default 0: CPU)",
+    )
     return parser.parse_args()
 
 
@@ -75,13 +81,13 @@ def robot_inputs(index: int) -> dict[str, np.ndarray]:
     }
 
 
-def load_direct(bundle: Path, threads: int) -> Any:
+def load_direct(bundle: Path, threads: int, device: str = "cpu") -> Any:
     import torch
 
     from modeling.world_model import load_world_model
 
     torch.set_num_threads(threads)
-    return load_world_model(bundle)
+    return load_world_model(bundle).to(device)
 
 
 def direct_plan_ms(model: Any, robots: int, repeats: int = 5) -> float:
@@ -89,14 +95,15 @@ def direct_plan_ms(model: Any, robots: int, repeats: int = 5) -> float:
     import torch
 
     inputs = [robot_inputs(i) for i in range(robots)]
-    frames = torch.from_numpy(np.stack([x["frames"] for x in inputs]))  # (R, 1, H, W, 3)
-    states = torch.from_numpy(np.stack([x["state"][None] for x in inputs]))  # (R, 1, S)
-    goals = torch.from_numpy(np.stack([x["goal"] for x in inputs]))  # (R, H, W, 3)
+    device = next(model.parameters()).device
+    frames = torch.from_numpy(np.stack([x["frames"] for x in inputs])).to(device)  # (R,1,H,W,3)
+    states = torch.from_numpy(np.stack([x["state"][None] for x in inputs])).to(device)  # (R,1,S)
+    goals = torch.from_numpy(np.stack([x["goal"] for x in inputs])).to(device)  # (R, H, W, 3)
     model.plan(frames, states, goals)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        model.plan(frames, states, goals)
+        model.plan(frames, states, goals).plan.cpu()  # .cpu() waits for the device
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
@@ -155,7 +162,8 @@ def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
     # both applications hold a planner replica, but only one is busy at a time: give Ray
     # enough logical CPUs for both (the torch thread count is set explicitly)
     cpus = 2 * (os.cpu_count() or 2) + 1
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    gpus = 1 if args.planner_gpus > 0 else 0
+    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     for mode in ("on", "off"):
         config = ServingConfig.model_validate(
@@ -168,7 +176,11 @@ def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
                     "max_batch_size": 64,
                     "wait_timeout_s": 0.005,
                 },
-                "planner": {"num_replicas": 1, "num_cpus": args.planner_cpus},
+                "planner": {
+                    "num_replicas": 1,
+                    "num_cpus": args.planner_cpus,
+                    "num_gpus": args.planner_gpus,
+                },
                 "embedder": {"num_replicas": 1, "num_cpus": 0.1},
                 "ingress": {"num_replicas": 1, "num_cpus": 0.1, "max_ongoing_requests": 512},
             }
@@ -229,7 +241,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         bundle = make_bundle(Path(folder) / "arm", args.samples, args.iterations)
-        model = load_direct(bundle, args.threads)
+        model = load_direct(bundle, args.threads, "cuda" if args.planner_gpus > 0 else "cpu")
         url = start_apps(bundle, args, str(Path(folder) / "cache"))
         direct: dict[int, float] = {}
         try:
