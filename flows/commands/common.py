@@ -24,11 +24,18 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def add_scale_arguments(parser: Any) -> None:
-    """`--workers`, `--gpu`, `--max-failures`: how a Ray Train job is spread."""
+    """`--workers`, `--gpu`, `--strategy`, `--max-failures`: how a Ray Train job is spread."""
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (bf16 autocast)")
     parser.add_argument(
         "--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)"
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("ddp", "fsdp"),
+        default="ddp",
+        help="data parallelism across workers: ddp (default; whole model per worker) or fsdp "
+        "(FSDP2, parameters sharded per transformer block; meant for vitl/vith/vitg)",
     )
     parser.add_argument(
         "--max-failures",
@@ -48,4 +55,5 @@ def scale_config(args: Any) -> Any:
         use_gpu=args.gpu,
         cpus_per_worker=args.cpus_per_worker,
         max_failures=args.max_failures,
+        strategy=getattr(args, "strategy", "ddp"),
     )

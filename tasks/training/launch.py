@@ -8,19 +8,28 @@ worker group when a worker dies, and the loop resumes from our latest checkpoint
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
 from tasks import storage
 from tasks.training.checkpoints import CheckpointStore
+from tasks.training.job import STRATEGIES, STRATEGY_ENV
 
 
 @dataclasses.dataclass(frozen=True)
 class ScaleConfig:
+    """How a job spreads over Ray Train workers; `strategy` is `ddp` or `fsdp` (see `job`)."""
+
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     max_failures: int = 2
+    strategy: str = "ddp"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
 
 
 IN_MEMORY_LIMIT = 1 << 30  # decoded bytes under which a dataset is held in the object store
@@ -50,6 +59,18 @@ def check_output(output_uri: str, resume: bool) -> int | None:
     return latest
 
 
+def with_strategy(
+    train_loop: Callable[[dict[str, Any]], None], strategy: str
+) -> Callable[[dict[str, Any]], None]:
+    """`train_loop` that first records `strategy` for the worker's `worker_context()`."""
+
+    def train_loop_per_worker(config: dict[str, Any]) -> None:
+        os.environ[STRATEGY_ENV] = strategy
+        train_loop(config)
+
+    return train_loop_per_worker
+
+
 def fit(
     train_loop: Callable[[dict[str, Any]], None],
     loop_config: dict[str, Any],
@@ -76,7 +97,7 @@ def fit(
 
     filesystem, path = storage.pyarrow_filesystem(storage.join(output_uri, "ray"))
     trainer = TorchTrainer(
-        train_loop,
+        with_strategy(train_loop, scale.strategy),
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=scale.num_workers,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from tasks.training.checkpoints import CheckpointStore
+from tasks.training.job import full_state
 
 
 class Job(Protocol):
@@ -105,8 +106,9 @@ def run_loop(
             )
         last = position.step == config.total_steps
         if last or position.step % config.checkpoint_every == 0:
+            # Every rank builds the state: gathering FSDP shards is collective. The writer saves.
+            state = {"job": full_state(job.state_dict()), "position": dataclasses.asdict(position)}
             if is_writer:
-                state = {"job": job.state_dict(), "position": dataclasses.asdict(position)}
                 store.save(position.step, state, pending)
             pending = []
     return position

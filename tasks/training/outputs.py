@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from modeling.checkpoints import model_kind, save_state
 from modeling.checkpoints import save_model as write_model
 from tasks import storage
 
@@ -26,11 +27,19 @@ def upload_file(local: str | Path, uri: str) -> str:
     return uri
 
 
-def save_model(uri: str, module: nn.Module) -> str:
-    """Write an encoder, predictor or probe in the project's own format at `uri` (local or s3)."""
+def save_model(uri: str, module: nn.Module, state: Mapping[str, Tensor] | None = None) -> str:
+    """Write an encoder, predictor or probe in the project's own format at `uri` (local or s3).
+
+    `state` replaces `module.state_dict()`: the full weights of a sharded (FSDP) module, which
+    `job.full_state` gathers.
+    """
     with tempfile.TemporaryDirectory(prefix="vjepa-model-") as scratch:
         local = Path(scratch) / "model.safetensors"
-        write_model(module, local)
+        if state is None:
+            write_model(module, local)
+        else:
+            config = getattr(module, "config").to_dict()  # noqa: B009 - every model class has one
+            save_state(local, model_kind(module), config, state)
         return upload_file(local, uri)
 
 

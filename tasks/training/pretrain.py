@@ -34,7 +34,13 @@ from modeling.preprocess import normalize
 from tasks import storage
 from tasks.training.augment import AugmentConfig, random_resized_crop_flip
 from tasks.training.checkpoints import CheckpointStore
-from tasks.training.job import WorkerContext, autocast
+from tasks.training.job import (
+    WorkerContext,
+    autocast,
+    full_state,
+    load_optimizer_state,
+    scalar,
+)
 from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import plot_curves, save_model, write_summary
@@ -115,7 +121,7 @@ class PretrainJob:
         predictor = Predictor(predictor_presets.tiny(encoder_config.width))
         if config.preset != "tiny":
             predictor = Predictor(predictor_presets.paper(encoder_config.width))
-        self.target = copy.deepcopy(encoder).requires_grad_(False).to(context.device)
+        self.target = context.prepare_frozen(copy.deepcopy(encoder).requires_grad_(False))
         # `prepare` moves the modules in place and may wrap them in DDP; keep both views.
         self.online_encoder, self.online_predictor = encoder, predictor
         self.encoder: nn.Module = context.prepare(encoder)
@@ -143,7 +149,7 @@ class PretrainJob:
         self.online_encoder.load_state_dict(state["encoder"])
         self.online_predictor.load_state_dict(state["predictor"])
         self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.generator.set_state(state["generator"])
 
     def loss(self, video: torch.Tensor) -> torch.Tensor:
@@ -177,18 +183,27 @@ class PretrainJob:
         if self.config.grad_clip is not None:
             parameters = [*self.encoder.parameters(), *self.predictor.parameters()]
             norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
-            metrics["grad_norm"] = float(norm)
+            metrics["grad_norm"] = scalar(norm)
         self.optimizer.step()
         momentum = self.config.momentum(step)
         ema_update(self.target, self.online_encoder, momentum)
         return {**metrics, "ema": momentum}
 
     def export(self) -> dict[str, Any]:
-        """Final models, loss curve and summary under the output URI (rank 0 only)."""
+        """Final models, loss curve and summary under the output URI.
+
+        Every rank calls it (gathering FSDP shards is collective); rank 0 writes and summarises.
+        """
         output = self.config.output
-        encoder_uri = save_model(storage.join(output, "final", "encoder.safetensors"), self.target)
+        target = full_state(self.target.state_dict())
+        predictor = full_state(self.online_predictor.state_dict())
+        if not self.context.is_writer:
+            return {}
+        encoder_uri = save_model(
+            storage.join(output, "final", "encoder.safetensors"), self.target, target
+        )
         predictor_uri = save_model(
-            storage.join(output, "final", "predictor.safetensors"), self.online_predictor
+            storage.join(output, "final", "predictor.safetensors"), self.online_predictor, predictor
         )
         rows = CheckpointStore(output).metrics()
         curve = plot_curves(rows, ["loss"], storage.join(output, "loss.png"), "pretraining loss")
@@ -223,8 +238,7 @@ def pretrain_loop(config_values: dict[str, Any]) -> None:
         is_writer=context.is_writer,
         report=context.report,
     )
-    if context.is_writer:
-        job.export()
+    job.export()
 
 
 def run_pretrain(config: PretrainConfig, scale: ScaleConfig) -> dict[str, Any]:
