@@ -1,5 +1,7 @@
-"""Decode stage: one ffmpeg filter graph per source, streamed straight into clip tensors.
+"""Decode stage: one ffmpeg per source probes it, filters it and streams it into clip tensors.
 
+ffmpeg prints its input header first (the probe facts, see `tasks.curation.probe`); the stage
+checks them against the filter rules and kills the process of a source it rejects. Otherwise
 ffmpeg resamples to the clip frame rate, resizes the short side to `size` and
 centre-crops to `size x size`, then writes rgb24 frames to a pipe. The stage
 reads whole clips with `readinto` into preallocated uint8 arrays, so no Python
@@ -11,11 +13,7 @@ pipeline uses end rows to commit a source only when all its clips are written.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import queue
-import subprocess
-import tempfile
 import threading
 import uuid
 from collections.abc import Generator, Iterator
@@ -24,11 +22,17 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from tasks.curation.config import CurationConfig
-from tasks.curation.probe import explain_stderr, media_url
+from tasks.curation.ffmpeg_process import FfmpegProcess
+from tasks.curation.probe import (
+    FilterRules,
+    explain_stderr,
+    media_url,
+    parse_header,
+    unreadable_reason,
+)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-PIPE_BYTES = 1 << 20
 CLIP_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "vjepa-platform/curation/clip")
 
 
@@ -48,25 +52,20 @@ def filter_graph(config: CurationConfig) -> str:
 
 
 def ffmpeg_command(url: str, config: CurationConfig, output: list[str]) -> list[str]:
-    """The decode command for `url`; `output` is e.g. `["-f", "rawvideo", "pipe:1"]`."""
+    """The decode command for `url`; `output` is e.g. `["-f", "rawvideo", "pipe:1"]`.
+
+    It logs at `info` level with level tags: the input header is the probe (see
+    `FfmpegProcess`). `0:V:0` is the first video stream that is not cover art."""
     limit: list[str] = []
     if config.max_clips_per_source is not None:
         frames = (config.max_clips_per_source - 1) * config.stride + config.frames
         limit = ["-frames:v", str(frames)]
     strict = ["-xerror"] if config.strict_decode else []
     return [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *strict,
-        "-i", url, "-map", "0:v:0", "-an", "-sn", "-dn",
+        "ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", *strict,
+        "-i", url, "-map", "0:V:0", "-an", "-sn", "-dn",
         "-vf", filter_graph(config), "-pix_fmt", "rgb24", *limit, *output,
     ]  # fmt: skip
-
-
-def widen_pipe(fd: int, size: int = PIPE_BYTES) -> None:
-    """Grow a pipe's kernel buffer (Linux; default 64 KiB, less than one frame) so ffmpeg
-    is not stalled every few kilobytes waiting for this process to be scheduled."""
-    # AttributeError: not Linux; OSError: above /proc/sys/fs/pipe-max-size.
-    with contextlib.suppress(AttributeError, OSError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
 
 
 def _read_exact(stream: IO[bytes], buffer: np.ndarray) -> bool:
@@ -117,29 +116,39 @@ def read_ahead(items: Generator[Item, None, Result], depth: int) -> Generator[It
         stop.set()  # an early close: the producer ends when the caller kills ffmpeg
 
 
+class Rejection(Exception):
+    """A source that gives no clip: `stage` (probe, filter or decode) and the reason as message."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+
+
 class DecodeStage:
-    """Source rows in, clip rows out (plus one end row per source); a generator over batches."""
+    """Source rows (`source`, `key`, `size`) in; clip rows out plus one end row per source.
+
+    One ffmpeg process per source does the probe, the filter and the decode: its input header
+    gives the probe facts, the filter rules run on them while ffmpeg starts decoding, and a
+    rejected source's process is killed before it does more work.
+    """
 
     def __init__(self, config: CurationConfig) -> None:
         self.config = config
+        self.rules = FilterRules(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         for index in range(len(batch["source"])):
             source, key = str(batch["source"][index]), str(batch["key"][index])
-            stage, reason = str(batch["error_stage"][index]), str(batch["error_reason"][index])
-            if stage:
-                yield self._end_row(source, key, 0, stage, reason)
-                continue
-            yield from self._decode(source, key)
+            yield from self._decode(source, key, int(batch["size"][index]))
 
-    def _decode(self, source: str, key: str) -> Iterator[dict[str, np.ndarray]]:
+    def _decode(self, source: str, key: str, size: int) -> Iterator[dict[str, np.ndarray]]:
         emitted = 0
         try:
-            for clips, first in self._clips(source):
+            for clips, first in self._clips(source, size):
                 yield self._clip_rows(source, key, clips, first)
                 emitted += len(clips)
-        except DecodeError as error:
-            yield self._end_row(source, key, emitted, "decode", str(error))
+        except Rejection as rejection:
+            yield self._end_row(source, key, emitted, rejection.stage, str(rejection))
             return
         except Exception as error:  # one odd file must not fail the whole dataset
             reason = f"unexpected error while decoding: {type(error).__name__}: {error}"
@@ -147,48 +156,52 @@ class DecodeStage:
             return
         yield self._end_row(source, key, emitted, "", "")
 
-    def _clips(self, source: str) -> Iterator[tuple[np.ndarray, int]]:
+    def _clips(self, source: str, size: int) -> Iterator[tuple[np.ndarray, int]]:
         """Batches `(N, T, H, W, C)` of clips and the index of the batch's first clip."""
         config = self.config
+        if size == 0:
+            raise Rejection("probe", "empty file (0 bytes)")
         try:
             url = media_url(source)
         except (OSError, ValueError) as error:
-            raise DecodeError(f"cannot open the source: {error}") from error
+            raise Rejection("probe", f"cannot open the source: {error}") from error
         command = ffmpeg_command(url, config, ["-f", "rawvideo", "pipe:1"])
-        with tempfile.TemporaryFile() as stderr:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
-            assert process.stdout is not None
-            widen_pipe(process.stdout.fileno())
-            timed_out = threading.Event()
+        with FfmpegProcess(command, config.decode_timeout_s) as process:
+            self._probe(source, process)
+            # Read ahead in a thread: ffmpeg keeps decoding while later stages work on a batch.
+            count = yield from read_ahead(self._read_clips(process.stdout), depth=2)
+            returncode, errors = process.finish()
+        if process.timed_out.is_set():
+            raise Rejection("decode", f"decoding timed out after {config.decode_timeout_s:.0f}s")
+        self._check_outcome(returncode, errors, count)
 
-            def expire() -> None:
-                timed_out.set()
-                process.kill()
-
-            watchdog = threading.Timer(config.decode_timeout_s, expire)
-            watchdog.start()
-            try:
-                # Read ahead in a thread: ffmpeg keeps decoding while later stages work on a batch.
-                count = yield from read_ahead(self._read_clips(process.stdout), depth=2)
-                returncode = process.wait()
-            finally:
-                watchdog.cancel()
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-            stderr.seek(0)
-            message = stderr.read().decode(errors="replace")
-        if timed_out.is_set():
-            raise DecodeError(f"decoding timed out after {config.decode_timeout_s:.0f}s")
-        self._check_outcome(returncode, message, count)
+    def _probe(self, source: str, process: FfmpegProcess) -> None:
+        """Probe and filter on ffmpeg's input header; raises `Rejection` for an unusable source."""
+        timeout = self.config.probe_timeout_s
+        if not process.wait_header(timeout):
+            raise Rejection("probe", f"ffmpeg did not read the file's header within {timeout:.0f}s")
+        facts = parse_header(process.header)
+        if facts is None:  # ffmpeg could not open it: it exits by itself, with its reasons
+            _, errors = process.finish()
+            if process.timed_out.is_set():
+                raise Rejection(
+                    "probe", f"opening timed out after {self.config.decode_timeout_s:.0f}s"
+                )
+            raise Rejection("probe", unreadable_reason(source, errors))
+        if facts["error_reason"]:
+            raise Rejection("probe", facts["error_reason"])
+        reason = self.rules.check(facts)
+        if reason:
+            raise Rejection("filter", reason)
 
     def _check_outcome(self, returncode: int, message: str, count: int) -> None:
         if returncode != 0 and (self.config.strict_decode or count == 0):
             where = f"after {count} clips" if count else "before the first clip"
-            raise DecodeError(f"ffmpeg failed {where}: {explain_stderr(message)}")
+            raise Rejection("decode", f"ffmpeg failed {where}: {explain_stderr(message)}")
         if count == 0:
-            raise DecodeError(
-                f"the video decodes to fewer than {self.config.frames} frames at {self.config.fps} fps"
+            raise Rejection(
+                "decode",
+                f"the video decodes to fewer than {self.config.frames} frames at {self.config.fps} fps",
             )
 
     def _read_clips(self, stream: IO[bytes]) -> Generator[tuple[np.ndarray, int], None, int]:
@@ -254,7 +267,3 @@ class DecodeStage:
             error_reason=np.array([reason]),
         )
         return row
-
-
-class DecodeError(RuntimeError):
-    """A source that could not be decoded into clips (the message is the rejected reason)."""

@@ -1,15 +1,15 @@
 """Ray Data wiring of the curation stages and the driver-side per-source commits.
 
 `plan_curation` lists the inputs and splits them into committed and pending
-sources. `run_pending` builds one Ray Data pipeline over the pending ones,
-probe -> filter -> decode -> quality -> part writer, each stage a plain
-callable class run through a task-based `map_batches`. Task-based operators
-with equal resources are fused by Ray Data into one operator, so a source
-travels through all stages inside one worker process: frames never cross the
-object store between stages, and each worker runs one ffmpeg at a time
-(`num_cpus=1` per task, as many tasks as CPUs). The driver streams the small
-metadata rows that come out, counts each source's clips against its end row,
-and commits the source once everything it produced is written.
+sources. `run_pending` runs one Ray Data `map_batches` over the pending ones:
+`SourceStage` chains the stages, decode (one ffmpeg per source that also
+probes and filters) -> quality -> part writer, inside one call, so a source
+travels through all of them in one worker process and its frames never become
+Ray blocks (no conversion or copy between stages, nothing in the object store).
+Each task runs one ffmpeg at a time (`num_cpus=1` per task, as many tasks as
+CPUs). The driver streams the small metadata rows that come out, counts each
+source's clips against its end row, and commits the source once everything it
+produced is written.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from tasks import storage
 from tasks.curation.config import CurationConfig
 from tasks.curation.dataset import SourceResult, commit_source, load_committed
 from tasks.curation.decode import DecodeStage
-from tasks.curation.probe import FilterStage, ProbeStage
 from tasks.curation.quality import QualityStage
 from tasks.curation.sources import MissingInput, SourceItem, discover_sources
 from tasks.curation.writer import PartWriterStage
@@ -64,56 +63,46 @@ def plan_curation(inputs: list[str], output: str, config: CurationConfig) -> Cur
     return CurationPlan(output, config, sources, missing, committed)
 
 
+class SourceStage:
+    """Source rows in, writer metadata rows out (no frames): decode -> quality -> part writer."""
+
+    def __init__(self, config: CurationConfig, output: str) -> None:
+        self.decode = DecodeStage(config)
+        self.quality = QualityStage(config)
+        self.writer = PartWriterStage(config, output)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for clips in self.decode(batch):
+            yield self.writer(self.quality(clips))
+
+
 @functools.lru_cache(maxsize=8)
-def _stage(stage_type: type, args: tuple[Any, ...]) -> Any:
-    """One stage instance per worker process and config (stages load their state once)."""
-    return stage_type(*args)
+def _stage(config: CurationConfig, output: str) -> SourceStage:
+    """One stage instance per worker process and run (stages load their state once)."""
+    return SourceStage(config, output)
 
 
-def _apply(
-    batch: dict[str, np.ndarray], stage_type: type, args: tuple[Any, ...]
-) -> dict[str, np.ndarray]:
-    return dict(_stage(stage_type, args)(batch))
-
-
-def _apply_iter(
-    batch: dict[str, np.ndarray], stage_type: type, args: tuple[Any, ...]
+def _curate(
+    batch: dict[str, np.ndarray], config: CurationConfig, output: str
 ) -> Iterator[dict[str, np.ndarray]]:
-    yield from _stage(stage_type, args)(batch)
+    yield from _stage(config, output)(batch)
 
 
 def build_dataset(plan: CurationPlan, workers: int) -> Any:
     """The lazy Ray Dataset of writer metadata rows for the pending sources."""
     import ray
 
-    config = plan.config
     rows = [
-        {
-            "source": item.source,
-            "key": plan.key(item),
-            "size": item.size,
-            "fingerprint": item.fingerprint,
-        }
-        for item in plan.pending
+        {"source": item.source, "key": plan.key(item), "size": item.size} for item in plan.pending
     ]
-    options: dict[str, Any] = {"num_cpus": 1, "compute": ray.data.TaskPoolStrategy(size=workers)}
     # One source per block (up to a cap) so sources spread evenly over the workers.
     dataset: Any = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
-    for stage_type in (ProbeStage, FilterStage):
-        dataset = dataset.map_batches(
-            _apply, fn_kwargs={"stage_type": stage_type, "args": (config,)}, batch_size=1, **options
-        )
-    dataset = dataset.map_batches(
-        _apply_iter,
-        fn_kwargs={"stage_type": DecodeStage, "args": (config,)},
-        batch_size=1,
-        **options,
-    )
-    dataset = dataset.map_batches(
-        _apply, fn_kwargs={"stage_type": QualityStage, "args": (config,)}, **options
-    )
     return dataset.map_batches(
-        _apply, fn_kwargs={"stage_type": PartWriterStage, "args": (config, plan.output)}, **options
+        _curate,
+        fn_kwargs={"config": plan.config, "output": plan.output},
+        batch_size=1,
+        num_cpus=1,
+        compute=ray.data.TaskPoolStrategy(size=workers),
     )
 
 

@@ -11,14 +11,11 @@ from tasks.curation.config import CurationConfig
 from tasks.curation.decode import DecodeStage, clip_id
 
 
-def _decode(
-    config: CurationConfig, path: Path, stage: str = "", reason: str = ""
-) -> dict[str, np.ndarray]:
+def _decode(config: CurationConfig, path: Path) -> dict[str, np.ndarray]:
     batch = {
         "source": np.array([str(path)]),
         "key": np.array(["k"]),
-        "error_stage": np.array([stage]),
-        "error_reason": np.array([reason]),
+        "size": np.array([path.stat().st_size]),
     }
     outputs = list(DecodeStage(config)(batch))
     return {column: np.concatenate([out[column] for out in outputs]) for column in outputs[0]}
@@ -58,13 +55,14 @@ def test_overlapping_stride_and_clip_limit(
     assert np.array_equal(overlap["frames"][1][2:], whole["frames"][1][:2])
 
 
-def test_prior_errors_and_mid_decode_failure(
+def test_rejections_and_mid_decode_failure(
     small_config: CurationConfig, videos: dict[str, Path]
 ) -> None:
-    passed = _decode(small_config, videos["empty"], "probe", "empty file (0 bytes)")
-    assert (
-        passed["is_end"].tolist() == [True] and passed["error_reason"][0] == "empty file (0 bytes)"
-    )
+    empty = _decode(small_config, videos["empty"])
+    assert empty["is_end"].tolist() == [True] and empty["error_stage"][0] == "probe"
+    assert empty["error_reason"][0] == "empty file (0 bytes)"
+    short = _decode(small_config, videos["too_short"])
+    assert short["is_end"].tolist() == [True] and short["error_stage"][0] == "filter"
     broken = _decode(small_config, videos["cut_midway"])
     assert broken["error_stage"][-1] == "decode"
     assert "ffmpeg failed" in str(broken["error_reason"][-1])
