@@ -35,7 +35,8 @@ def add_scale_arguments(parser: Any) -> None:
         choices=("ddp", "fsdp"),
         default="ddp",
         help="data parallelism across workers: ddp (default; whole model per worker) or fsdp "
-        "(FSDP2, parameters sharded per transformer block; meant for vitl/vith/vitg)",
+        "(FSDP2, parameters sharded per transformer block; pretrain only, meant for "
+        "vitl/vith/vitg)",
     )
     parser.add_argument(
         "--max-failures",
@@ -46,10 +47,14 @@ def add_scale_arguments(parser: Any) -> None:
 
 
 def scale_config(args: Any) -> Any:
-    from tasks.training.launch import ScaleConfig
+    from tasks.training.launch import ScaleConfig, check_strategy
 
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    try:
+        check_strategy(str(getattr(args, "command", "")), getattr(args, "strategy", "ddp"))
+    except ValueError as error:
+        raise UsageError(str(error)) from error
     return ScaleConfig(
         num_workers=args.workers,
         use_gpu=args.gpu,

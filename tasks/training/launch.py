@@ -32,6 +32,20 @@ class ScaleConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
 
 
+# Jobs whose trained model FSDP may shard. Probe and post-training train small heads on a frozen
+# encoder and score them on rank 0 alone after training, which a sharded module cannot do.
+FSDP_JOBS = frozenset({"pretrain"})
+
+
+def check_strategy(job: str, strategy: str) -> None:
+    """A clear error for a strategy the job does not support."""
+    if strategy == "fsdp" and job not in FSDP_JOBS:
+        raise ValueError(
+            f"--strategy fsdp is implemented for pretraining (vitl/vith/vitg encoders); {job} "
+            "trains a small head on a frozen encoder: use --strategy ddp"
+        )
+
+
 IN_MEMORY_LIMIT = 1 << 30  # decoded bytes under which a dataset is held in the object store
 
 
@@ -86,6 +100,7 @@ def fit(
     Each dataset is split across the workers except those named in `unsplit`
     (every worker sees all of those, e.g. a held-out set scored on rank 0).
     """
+    check_strategy(name, scale.strategy)
     from ray.data import DataContext
     from ray.train import DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
+from flows.commands.common import UsageError, scale_config
 from modeling.checkpoints import load_encoder, load_predictor
 from modeling.encoder import VisionEncoder, tiny
 from modeling.jepa import ema_update
@@ -29,7 +31,7 @@ from tasks.training.job import (
     shard_model,
     shard_plan,
 )
-from tasks.training.launch import ScaleConfig
+from tasks.training.launch import ScaleConfig, check_strategy
 from tasks.training.pretrain import PretrainConfig, PretrainJob, run_pretrain
 
 
@@ -96,6 +98,14 @@ def test_strategy_names_are_checked() -> None:
         ScaleConfig(strategy="zero3")
     with pytest.raises(ValueError, match="strategy"):
         WorkerContext(strategy="tp")
+    with pytest.raises(ValueError, match="use --strategy ddp"):
+        check_strategy("posttrain", "fsdp")
+    check_strategy("pretrain", "fsdp")
+    flags = {"workers": 2, "gpu": False, "cpus_per_worker": 1.0, "max_failures": 0}
+    with pytest.raises(UsageError, match="fsdp"):
+        scale_config(argparse.Namespace(command="probe", strategy="fsdp", **flags))
+    scale = scale_config(argparse.Namespace(command="pretrain", strategy="fsdp", **flags))
+    assert scale.strategy == "fsdp" and scale.num_workers == 2
 
 
 def write_curated(folder: Path, num_clips: int = 8, shape: tuple[int, ...] = (4, 64, 64, 3)) -> str:
