@@ -47,6 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out")
     parser.add_argument(
+        "--no-residual",
+        dest="residual",
+        action="store_false",
+        help="predict features directly, as the official predictor (default: predict the change)",
+    )
+    parser.add_argument(
         "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -77,6 +83,7 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
             checkpoint_every=args.checkpoint_every,
             seed=args.seed,
             resume=args.resume,
+            residual=args.residual,
         )
     except ValueError as error:
         raise UsageError(str(error)) from error
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         f"post-trained {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "
         f"{summary['final_loss']:.4f}; held-out rollout error {summary['heldout_rollout_error']:.4f} "
         f"vs no-change {summary['heldout_copy_error']:.4f}; world model at {summary['checkpoint']}"
+        f" (action scale {summary['spec'].get('action_scale')})"
     )
     if args.json:
         emit_json(summary)

@@ -13,7 +13,9 @@ world-model bundle `final/world_model/`, `loss.png` and `summary.json`.
 
 Action bounds in the exported spec come from the dataset's `meta/stats.json`
 (min/max of the recorded actions: the range the predictor has seen), with a
-scan of the data parquet files when the stats are missing.
+scan of the data parquet files when the stats are missing; the state's gain per
+unit of action (`action_scale`, how planning rolls states forward) is fitted
+from the recorded states and actions (`tasks.planning.dynamics`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from modeling.checkpoints import load_encoder
 from modeling.jepa import LRSchedule, learning_rate, parameter_groups
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
 from tasks import storage
+from tasks.planning.dynamics import action_bounds, fit_action_scale, read_state_actions
 from tasks.planning.rollouts import heldout_errors
 from tasks.robot.windows import Window, WindowConfig
 from tasks.training.checkpoints import CheckpointStore
@@ -67,6 +70,7 @@ class PosttrainConfig:
     log_every: int = 10
     seed: int = 0
     resume: bool = False
+    residual: bool = True  # the predictor learns the feature change (see ACPredictorConfig)
     cem: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(CPU_CEM))
 
     def __post_init__(self) -> None:
@@ -103,6 +107,8 @@ class DatasetFacts:
     train_episodes: tuple[int, ...]
     heldout_episodes: tuple[int, ...]
     total_frames: int = 0
+    action_scale: tuple[float, ...] | None = None  # state change per action per control step
+    action_scale_r2: float = 0.0
 
     def decoded_bytes(self, config: PosttrainConfig) -> int:
         """An upper bound of the training windows' frames once decoded (frames overlap)."""
@@ -129,30 +135,6 @@ def split_episodes(
     return tuple(i for i in ordered if i not in held), tuple(sorted(held))
 
 
-def _action_bounds(uri: str, key: str) -> tuple[list[float], list[float]]:
-    """min/max of the recorded actions: `meta/stats.json`, else a scan of the data files."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    from tasks.robot.layout import STATS_PATH
-
-    fs, root = storage.filesystem(uri)
-    stats_path = storage.join(root, *STATS_PATH.split("/"))
-    if fs.exists(stats_path):
-        stats = json.loads(fs.cat_file(stats_path)).get(key, {})
-        if "min" in stats and "max" in stats:
-            return [float(v) for v in stats["min"]], [float(v) for v in stats["max"]]
-    values = [
-        np.asarray(pq.read_table(fs.open(path, "rb"), columns=[key]).column(key).to_pylist())
-        for path in sorted(fs.glob(storage.join(root, "data", "**", "*.parquet")))
-    ]
-    if not values:
-        raise ValueError(f"{uri}: no data files to take the action bounds from")
-    actions = np.concatenate(values).reshape(sum(len(v) for v in values), -1)  # (N, A)
-    return actions.min(axis=0).tolist(), actions.max(axis=0).tolist()
-
-
 def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
     """Image size, rates, dims, action bounds and the episode split; clear errors on bad data."""
     from tasks.robot.lerobot_read import LeRobotReader
@@ -160,18 +142,22 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
 
     reader = LeRobotReader(config.trajectories)
     fps = config.fps or reader.fps
-    frame_stride(reader.fps, fps)
+    stride = frame_stride(reader.fps, fps)
     height, width = (int(v) for v in reader.info["features"][reader.video_key]["shape"][:2])
     image_size = config.image_size or height
     if config.image_size is None and (height != width or height % 16):
         raise ValueError(
             f"frames are {height}x{width}; pass an image size (a multiple of 16) to resize them"
         )
-    low, high = _action_bounds(config.trajectories, reader.action_key)
+    low, high = action_bounds(config.trajectories, reader.action_key)
     if any(h <= lo for lo, h in zip(low, high, strict=True)):
         high = [max(h, lo + 1e-3) for lo, h in zip(low, high, strict=True)]  # a constant action
     train, held = split_episodes(reader.episode_indices, config.holdout_fraction, config.seed)
     state_shape = reader.info["features"][reader.state_key]["shape"]
+    states, actions, episodes = read_state_actions(
+        config.trajectories, reader.state_key, reader.action_key
+    )
+    dynamics = fit_action_scale(states, actions, episodes, stride)
     return DatasetFacts(
         image_size=image_size,
         fps=float(fps),
@@ -182,6 +168,8 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
         train_episodes=train,
         heldout_episodes=held,
         total_frames=int(reader.info.get("total_frames", 0)),
+        action_scale=dynamics.scale,
+        action_scale_r2=dynamics.r2,
     )
 
 
@@ -233,9 +221,8 @@ class PosttrainJob:
         self.config, self.facts, self.context = config, facts, context
         encoder = load_encoder(encoder_path).requires_grad_(False).eval()
         grid = encoder.grid((1, 3, 1, facts.image_size, facts.image_size))  # (1, H', W')
-        predictor = ACPredictor(
-            predictor_config(config.preset, encoder.config.width, grid[1], facts)
-        )
+        shape = predictor_config(config.preset, encoder.config.width, grid[1], facts)
+        predictor = ACPredictor(dataclasses.replace(shape, residual=config.residual))
         self.model = WorldModel(encoder, predictor, self.spec()).to(context.device)
         self.objective: nn.Module = context.prepare(ACObjective(predictor, config.rollout_steps))
         self.optimizer = torch.optim.AdamW(
@@ -254,6 +241,7 @@ class PosttrainJob:
             control_fps=facts.fps,
             name=f"ac-{self.config.preset}",
             cem=dict(self.config.cem),
+            action_scale=None if facts.action_scale is None else tuple(facts.action_scale),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -335,6 +323,7 @@ class PosttrainJob:
             "heldout_ratio": errors["heldout_rollout_error"]
             / max(errors["heldout_copy_error"], 1e-12),
             "beats_copy_baseline": errors["heldout_rollout_error"] < errors["heldout_copy_error"],
+            "action_scale_r2": self.facts.action_scale_r2,
             "train_episodes": list(self.facts.train_episodes),
             "heldout_episodes": list(self.facts.heldout_episodes),
             "checkpoint": bundle,

@@ -9,8 +9,10 @@ from tasks.training.posttrain import PosttrainJob
 
 
 def test_loss_falls(trained_world_model: tuple[str, PosttrainJob, list]) -> None:
+    # The residual predictor starts as "no change" (its first losses are the copy error), so
+    # falling by a fifth from there means it learned how actions move the features.
     losses = trained_world_model[1].losses  # type: ignore[attr-defined]
-    assert np.mean(losses[-20:]) < 0.2 * np.mean(losses[:20]), losses[::50]
+    assert np.mean(losses[-20:]) < 0.8 * np.mean(losses[:20]), losses[::50]
 
 
 def test_heldout_rollout_beats_no_change(

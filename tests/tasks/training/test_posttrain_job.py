@@ -64,6 +64,9 @@ def test_dataset_facts_from_the_recording(small_run_inputs: tuple[Path, Path]) -
         for low, high in zip(facts.action_low, facts.action_high, strict=True)
     )
     assert len(facts.heldout_episodes) == 1 and len(facts.train_episodes) == 5
+    # PointReach moves 0.05 per env step and unit action; at 5 Hz a control step is 2 env steps
+    assert facts.action_scale is not None and facts.action_scale_r2 > 0.9
+    np.testing.assert_allclose(facts.action_scale, (0.1, 0.1), rtol=0.1)
     with pytest.raises(ValueError, match="not a whole multiple"):
         describe_dataset(_config(small_run_inputs, "unused", fps=3.0))
 
@@ -92,6 +95,8 @@ def test_trains_exports_and_resumes(
     model = load_world_model(summary["checkpoint"])
     assert model.spec.image_size == 64 and model.spec.action_dim == 2
     assert model.spec.control_fps == 10.0 and model.spec.cem_config().horizon >= 1
+    assert model.spec.action_scale is not None and model.predictor.config.residual
+    np.testing.assert_allclose(model.spec.action_scale, (0.05, 0.05), rtol=0.1)
     assert summary["heldout_windows"] > 0 and summary["heldout_copy_error"] > 0
     assert Path(summary["loss_curve"]).stat().st_size > 0
     with pytest.raises(ExistingRunError, match="--resume"):
