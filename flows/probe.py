@@ -15,18 +15,19 @@ from tasks.training.probe import ProbeConfig, run_probe
 
 @task(name="probe-job", cache_policy=NO_CACHE)
 def probe_job(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
-    """Train one probe per learning rate on Ray Train and score them on held-out clips."""
+    """Train a few probes per learning rate on Ray Train and score them on held-out clips."""
     ensure_ray()
     return run_probe(config, scale)
 
 
 @flow(name="probe")
 def probe_flow(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
-    """Probe a frozen encoder; returns the summary with the best held-out top-1 accuracy."""
+    """Probe a frozen encoder; returns the summary with the best rate's mean held-out top-1."""
     summary = probe_job(config, scale)
     note = (
-        f"Encoder `{config.encoder}`: best held-out top-1 {summary['accuracy']:.3f} "
-        f"at lr {summary['best_lr']} ({summary['heldout_clips']} held-out clips)."
+        f"Encoder `{config.encoder}`: held-out top-1 {summary['accuracy']:.3f} "
+        f"+- {summary['accuracy_std']:.3f} (mean and spread of {summary['heads_per_lr']} probes "
+        f"at lr {summary['best_lr']}, {summary['heldout_clips']} held-out clips)."
     )
     publish_summary("probe-summary", "Attentive probe", summary, note)
     return summary

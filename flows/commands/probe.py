@@ -15,8 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train attentive probes on a frozen encoder and report held-out top-1",
         description=(
             "Join a curated dataset with a labels table on `source`, split by source, train one "
-            "attentive probe per learning rate on the frozen encoder's tokens and report the "
-            "best held-out top-1 accuracy. Writes final/probe.safetensors, loss.png and "
+            "few attentive probes per learning rate on the frozen encoder's tokens and report "
+            "the best rate's mean held-out top-1 accuracy over its probes. Writes final/probe.safetensors, loss.png and "
             "summary.json to --output."
         ),
     )
@@ -40,6 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="learning rates swept in one job (default 3e-4 1e-3 3e-3)",
     )
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
+    parser.add_argument(
+        "--heads",
+        type=int,
+        default=3,
+        help="differently seeded probes per learning rate, averaged (default 3)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--heldout", type=float, default=0.25, help="held-out share per class")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             label_column=args.label_column,
             learning_rates=tuple(args.lr),
             steps=args.steps,
+            heads_per_lr=args.heads,
             batch_size=args.batch_size,
             heldout_fraction=args.heldout,
             seed=args.seed,
@@ -79,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     print(
         f"probe on {config.encoder}: held-out top-1 {summary['accuracy']:.3f} "
-        f"(best lr {summary['best_lr']}, {summary['heldout_clips']} clips)"
+        f"+- {summary['accuracy_std']:.3f} (mean of {summary['heads_per_lr']} probes at best lr "
+        f"{summary['best_lr']}, {summary['heldout_clips']} clips)"
     )
     if args.json:
         emit_json(summary)

@@ -2,14 +2,18 @@
 
 The clips of a curated dataset are joined with a labels table on `source` and
 split by source (stratified per class, deterministic), so no video has clips on
-both sides. The frozen encoder's tokens are computed once per clip; one probe
-per learning rate trains on them in the same job (the paper sweeps learning
-rates this way), and each is scored by top-1 accuracy on the held-out clips.
-The best probe is exported as `final/probe.safetensors`.
+both sides. The frozen encoder's tokens are computed once per clip; several
+attentive probes per learning rate (differently seeded heads, the same seeds for
+every rate) train side by side on the same batches in one job, as the paper
+trains several heads at once. Each head is scored by top-1 accuracy on the
+held-out clips; a rate's score is the mean over its heads (reported with their
+spread), the best rate's mean is the job's accuracy, and that rate's best head
+is exported as `final/probe.safetensors`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import tempfile
@@ -47,6 +51,9 @@ class ProbeConfig:
     label_column: str = "label"
     learning_rates: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     steps: int = 150
+    # Differently initialised heads per learning rate; one head's score swings by +-0.1 on
+    # a few dozen held-out clips, the mean over heads is what tells two encoders apart.
+    heads_per_lr: int = 3
     batch_size: int = 16
     weight_decay: float = 0.01
     heldout_fraction: float = 0.25
@@ -60,8 +67,8 @@ class ProbeConfig:
             raise ValueError("give at least one learning rate")
         if not 0 < self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
+        if self.steps < 1 or self.batch_size < 1 or self.heads_per_lr < 1:
+            raise ValueError("steps, batch_size and heads_per_lr must be >= 1")
         if self.encoder.startswith(RANDOM_PREFIX):
             encoder_presets.preset(self.encoder[len(RANDOM_PREFIX) :])
 
@@ -123,18 +130,26 @@ def encode_dataset(
 
 
 class ProbeSweep:
-    """One attentive probe per learning rate, trained side by side on the same batches."""
+    """`heads_per_lr` attentive probes per learning rate, trained side by side on the same batches.
+
+    Head `h` starts from the same initial weights at every learning rate, so the rates
+    differ only in their rate. `probes` is ordered rate-major: `[lr0 h0, lr0 h1, ..., lr1 h0, ...]`.
+    """
 
     def __init__(self, config: ProbeConfig, width: int, num_classes: int, context: WorkerContext):
         torch.manual_seed(config.seed)
         self.context = context
-        self.probes = [
-            AttentiveProbe(probe_presets.tiny(width, num_classes)) for _ in config.learning_rates
+        self.heads = config.heads_per_lr
+        self.learning_rates = config.learning_rates
+        initial = [
+            AttentiveProbe(probe_presets.tiny(width, num_classes)) for _ in range(self.heads)
         ]
+        self.probes = [copy.deepcopy(head) for _ in self.learning_rates for head in initial]
         self.wrapped = [context.prepare(probe) for probe in self.probes]
+        rates = [lr for lr in self.learning_rates for _ in range(self.heads)]
         self.optimizers = [
             torch.optim.AdamW(wrapped.parameters(), lr=lr, weight_decay=config.weight_decay)
-            for wrapped, lr in zip(self.wrapped, config.learning_rates, strict=True)
+            for wrapped, lr in zip(self.wrapped, rates, strict=True)
         ]
 
     def state_dict(self) -> dict[str, Any]:
@@ -144,6 +159,11 @@ class ProbeSweep:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["probes"]) != len(self.probes):
+            raise ValueError(
+                f"the checkpoint holds {len(state['probes'])} probes, this run trains "
+                f"{len(self.probes)}: resume with the same learning rates and heads_per_lr"
+            )
         for probe, values in zip(self.probes, state["probes"], strict=True):
             probe.load_state_dict(values)
         for optimizer, values in zip(self.optimizers, state["optimizers"], strict=True):
@@ -151,25 +171,27 @@ class ProbeSweep:
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, float]:
         tokens, labels = (t.to(self.context.device) for t in batch)
-        metrics = {}
-        for index, (wrapped, optimizer) in enumerate(
-            zip(self.wrapped, self.optimizers, strict=True)
-        ):
+        losses = []
+        for wrapped, optimizer in zip(self.wrapped, self.optimizers, strict=True):
             loss = F.cross_entropy(wrapped(tokens), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            metrics[f"loss_{index}"] = float(loss.detach())
-        metrics["loss"] = float(np.mean(list(metrics.values())))
+            losses.append(float(loss.detach()))
+        per_rate = np.asarray(losses).reshape(len(self.learning_rates), self.heads).mean(axis=1)
+        metrics = {f"loss_{index}": float(value) for index, value in enumerate(per_rate)}
+        metrics["loss"] = float(np.mean(losses))
         return metrics
 
     @torch.no_grad()
-    def accuracies(self, tokens: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    def accuracies(self, tokens: torch.Tensor, labels: torch.Tensor) -> list[list[float]]:
+        """Held-out top-1 of every head, as `[rate][head]`."""
         device = self.context.device
-        return [
+        flat = [
             float((probe.eval()(tokens.to(device)).argmax(-1).cpu() == labels).float().mean())
             for probe in self.probes
         ]
+        return [flat[i : i + self.heads] for i in range(0, len(flat), self.heads)]
 
 
 def feature_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Any:
@@ -184,11 +206,30 @@ def feature_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int,
     return epoch_batches
 
 
+def score(learning_rates: tuple[float, ...], accuracies: list[list[float]]) -> dict[str, Any]:
+    """Per-rate mean and spread over the heads; the best rate by mean and its best head."""
+    means = [float(np.mean(heads)) for heads in accuracies]
+    spreads = [float(np.std(heads)) for heads in accuracies]
+    best = int(np.argmax(means))
+    return {
+        "accuracy": means[best],
+        "accuracy_std": spreads[best],
+        "best_lr": learning_rates[best],
+        "accuracies": dict(zip(map(str, learning_rates), means, strict=True)),
+        "accuracy_stds": dict(zip(map(str, learning_rates), spreads, strict=True)),
+        "head_accuracies": dict(zip(map(str, learning_rates), accuracies, strict=True)),
+        "heads_per_lr": len(accuracies[best]),
+        "exported_head": int(np.argmax(accuracies[best])),
+        "_best_index": best,
+    }
+
+
 def export(
-    config: ProbeConfig, sweep: ProbeSweep, accuracies: list[float], counts: dict[str, int]
+    config: ProbeConfig, sweep: ProbeSweep, accuracies: list[list[float]], counts: dict[str, int]
 ) -> dict[str, Any]:
-    """Best probe, loss curves and summary under the output URI."""
-    best = int(np.argmax(accuracies))
+    """Best rate's best head, loss curves and summary under the output URI."""
+    scores = score(config.learning_rates, accuracies)
+    best = scores.pop("_best_index") * sweep.heads + scores["exported_head"]
     probe_uri = save_model(
         storage.join(config.output, "final", "probe.safetensors"), sweep.probes[best]
     )
@@ -200,9 +241,7 @@ def export(
         "encoder": config.encoder,
         "steps": rows[-1]["step"] if rows else 0,
         "final_loss": rows[-1]["loss"] if rows else None,
-        "accuracy": accuracies[best],
-        "best_lr": config.learning_rates[best],
-        "accuracies": dict(zip(map(str, config.learning_rates), accuracies, strict=True)),
+        **scores,
         "checkpoint": probe_uri,
         "loss_curve": curve,
         **counts,

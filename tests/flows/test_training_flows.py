@@ -60,10 +60,14 @@ def test_pretrain_resume_and_probe(curated_dir: Path, sample_dir: Path, tmp_path
             output=str(tmp_path / "probe"),
             steps=6,
             learning_rates=(1e-3, 3e-3),
+            heads_per_lr=2,
         ),
         SCALE,
     )
     assert 0.0 <= probe["accuracy"] <= 1.0 and probe["best_lr"] in (1e-3, 3e-3)
+    heads = probe["head_accuracies"][str(probe["best_lr"])]
+    assert len(heads) == 2 and probe["accuracy"] == pytest.approx(sum(heads) / 2)
+    assert probe["accuracy_std"] == pytest.approx(abs(heads[0] - heads[1]) / 2)
     assert probe["heldout_clips"] > 0 and probe["train_clips"] > probe["heldout_clips"]
     logits = load_probe(probe["checkpoint"])(encoder(torch.zeros(1, 3, 4, 64, 64)))
     assert logits.shape == (1, 4)
