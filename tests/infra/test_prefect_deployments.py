@@ -1,0 +1,119 @@
+"""prefect.yaml: entrypoints import real flows, parameters validate against their signatures,
+job variables fit the work pool's base job template, which renders a usable Job."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ParameterTypeError
+from prefect.flows import Flow, load_flow_from_entrypoint
+from prefect.utilities.templating import apply_values
+
+from .conftest import INFRA, K8S, REPO, constraint_pin, load_documents
+
+PREFECT_YAML = yaml.safe_load((REPO / "prefect.yaml").read_text())
+DEPLOYMENTS = [
+    pytest.param(d, id=f"{d['entrypoint'].split(':')[1]}/{d['name']}")
+    for d in PREFECT_YAML["deployments"]
+]
+TEMPLATE = json.loads((K8S / "prefect/base-job-template.json").read_text())
+WANTED_FLOWS = {"curate", "pretrain", "probe", "posttrain", "eval-planning", "demo"}
+
+
+def load_flow(entrypoint: str) -> Flow[Any, Any]:
+    path, _, name = entrypoint.partition(":")
+    assert re.fullmatch(r"flows/\w+\.py", path) and (REPO / path).is_file(), entrypoint
+    flow: Any = load_flow_from_entrypoint(str(REPO / path) + ":" + name)
+    assert isinstance(flow, Flow), f"{entrypoint} is not a Prefect flow"
+    return flow
+
+
+def test_every_stage_has_a_deployment() -> None:
+    names = {load_flow(d["entrypoint"]).name for d in PREFECT_YAML["deployments"]}
+    assert names == WANTED_FLOWS
+    assert PREFECT_YAML["prefect-version"] == constraint_pin("prefect")
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_parameters_validate_against_the_flow(deployment: dict[str, Any]) -> None:
+    flow = load_flow(deployment["entrypoint"])
+    validated = flow.validate_parameters(deployment.get("parameters", {}))
+    assert set(validated) >= set(deployment.get("parameters", {}))
+
+
+def test_bad_parameters_are_caught() -> None:
+    flow = load_flow("flows/pretrain.py:pretrain_flow")
+    bad = {"config": {"data": "s3://a", "output": "s3://b", "preset": "vitx"}, "scale": {}}
+    with pytest.raises(ParameterTypeError, match="vitx"):
+        flow.validate_parameters(bad)
+
+
+def test_curation_settings_are_known() -> None:
+    from tasks.curation.config import config_from_mapping
+
+    (curate,) = [d for d in PREFECT_YAML["deployments"] if "curate_flow" in d["entrypoint"]]
+    config = config_from_mapping(curate["parameters"]["config"])
+    assert (config.fps, config.frames, config.size) == (4, 16, 256)
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_schedules_are_valid_and_paused(deployment: dict[str, Any]) -> None:
+    for schedule in deployment.get("schedules", []):
+        CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+        assert schedule["active"] is False, "ship schedules paused (example URIs)"
+
+
+def render_job(job_variables: dict[str, Any]) -> dict[str, Any]:
+    """The work pool's job configuration for these variables, as the worker would build it."""
+    properties = TEMPLATE["variables"]["properties"]
+    jsonschema.validate(job_variables, {**TEMPLATE["variables"], "additionalProperties": False})
+    values = {k: v["default"] for k, v in properties.items() if "default" in v}
+    return dict(apply_values(TEMPLATE["job_configuration"], {**values, **job_variables}))
+
+
+def test_template_placeholders_are_declared() -> None:
+    text = json.dumps(TEMPLATE["job_configuration"])
+    used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", text))
+    assert used <= set(TEMPLATE["variables"]["properties"])
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_work_pool_renders_a_job_that_reaches_the_cluster(deployment: dict[str, Any]) -> None:
+    pool = deployment["work_pool"]
+    assert pool["name"] == "vjepa-k8s"
+    job = render_job(pool.get("job_variables", {}))["job_manifest"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"].split("/")[-1].startswith("vjepa-platform:")
+    env = {e["name"]: e for e in container["env"]}
+    (cluster,) = load_documents(K8S / "base/raycluster.yaml")
+    name = cluster["metadata"]["name"]
+    assert env["RAY_JOBS_ADDRESS"]["value"] == f"http://{name}-head-svc:8265"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "auth_token"}
+    command = shlex.split(container["args"])
+    assert command in (["vjepa-submit-flow-run"], ["prefect", "flow-run", "execute"])
+    assert job["metadata"]["namespace"] == cluster_namespace()
+
+
+def test_bad_job_variables_are_caught() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        render_job({"imagee": "x"})
+
+
+def cluster_namespace() -> str:
+    kustomization = yaml.safe_load((K8S / "base/kustomization.yaml").read_text())
+    return str(kustomization["namespace"])
+
+
+def test_code_location_matches_the_image() -> None:
+    (step,) = PREFECT_YAML["pull"]
+    directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+    dockerfile = (INFRA / "docker/Dockerfile").read_text()
+    assert f"WORKDIR {directory}\n" in dockerfile
+    assert "COPY flows flows" in dockerfile
