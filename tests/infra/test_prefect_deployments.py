@@ -117,3 +117,11 @@ def test_code_location_matches_the_image() -> None:
     dockerfile = (INFRA / "docker/Dockerfile").read_text()
     assert f"WORKDIR {directory}\n" in dockerfile
     assert "COPY flows flows" in dockerfile
+
+
+def test_flow_runs_use_the_production_image() -> None:
+    overlay = yaml.safe_load((K8S / "overlays/gpu/kustomization.yaml").read_text())
+    (image,) = overlay["images"]
+    wanted = f"{image['newName']}:{image['newTag']}"
+    for deployment in PREFECT_YAML["deployments"]:
+        assert deployment["work_pool"]["job_variables"]["image"] == wanted

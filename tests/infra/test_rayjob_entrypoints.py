@@ -11,6 +11,7 @@ import yaml
 from ray.runtime_env import RuntimeEnv
 
 from flows.cli import build_parser
+from flows.commands.common import UsageError, scale_config
 
 from .conftest import REPO, load_documents, objects_of_kind
 
@@ -39,6 +40,15 @@ def test_entrypoint_parses_with_the_vjepa_cli(job: dict[str, Any]) -> None:
                 assert value.startswith("s3://"), f"--{flag} {value}: pods share no local disk"
     if args.command != "curate":
         assert args.resume and args.json  # a retried job continues; the summary is parseable
+        scale_config(args)  # what the command checks before Ray starts (workers, strategy)
+
+
+def test_a_strategy_the_job_lacks_is_caught() -> None:
+    args = parse_entrypoint(
+        "vjepa probe --encoder s3://e --data s3://d --labels s3://l --output s3://o --strategy fsdp"
+    )
+    with pytest.raises(UsageError, match="fsdp"):
+        scale_config(args)
 
 
 def test_a_bad_entrypoint_is_caught() -> None:
