@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,7 @@ import torch
 
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.launch import ExistingRunError, check_output
-from tasks.training.loop import LoopConfig, run_loop
+from tasks.training.loop import LoopConfig, Prefetcher, run_loop
 
 
 class CountingJob:
@@ -96,3 +99,31 @@ def test_empty_data_is_a_clear_error(tmp_path: Path) -> None:
             CheckpointStore(str(tmp_path)),
             LoopConfig(total_steps=3),
         )
+
+
+def test_prefetched_and_inline_reads_train_the_same(tmp_path: Path) -> None:
+    runs = []
+    for prefetch in (0, 3):
+        job = CountingJob()
+        store = CheckpointStore(str(tmp_path / f"prefetch{prefetch}"))
+        config = LoopConfig(total_steps=16, checkpoint_every=5, prefetch=prefetch)
+        position = run_loop(job, source, store, config)
+        runs.append((job.seen, dataclasses.astuple(position), store.load()["position"]))
+    assert runs[0] == runs[1]
+    assert runs[1][2] == {"step": 16, "epoch": 2, "batch_in_epoch": 2}
+
+
+def test_prefetcher_keeps_order_raises_errors_and_stops() -> None:
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("bad shard")
+
+    prefetcher = Prefetcher(items(), depth=2)
+    assert [next(prefetcher) for _ in range(5)] == list(range(5))
+    with pytest.raises(ValueError, match="bad shard"):
+        next(prefetcher)
+    endless = Prefetcher(itertools.count(), depth=2)
+    assert next(endless) == 0
+    endless.close()  # the thread waits on a full queue; close ends it
+    assert not endless._thread.is_alive()
+    assert list(Prefetcher(iter([1, 2]), depth=4)) == [1, 2]
