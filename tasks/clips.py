@@ -81,12 +81,14 @@ def collate_clips(
     if len(shapes) != 1:
         raise ValueError(f"clips of different shapes in one batch: {sorted(shapes)}")
     clips = torch.from_numpy(clips_to_array(batch["frames"], shapes.pop()))  # (B, T, H, W, C)
-    video = clips.to(device).permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, C, T, H, W)
+    clips = clips.to(device).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W) uint8, a strided view
+    video = torch.empty(clips.shape, dtype=torch.float32, device=clips.device)
+    torch.div(clips, 255.0, out=video)  # (B, C, T, H, W): layout change + float + scale, one pass
     if mean is not None and std is not None:
         mean_t = torch.tensor(mean, device=video.device).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
         std_t = torch.tensor(std, device=video.device).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
-        video = (video - mean_t) / std_t  # (B, C, T, H, W)
-    return {"video": video.contiguous(), "clip_id": [str(x) for x in batch["clip_id"]]}
+        video = video.sub_(mean_t).div_(std_t)  # (B, C, T, H, W)
+    return {"video": video, "clip_id": [str(x) for x in batch["clip_id"]]}
 
 
 def iter_clip_batches(

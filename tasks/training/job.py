@@ -204,9 +204,16 @@ def batches_from_shard(
     """Epoch -> float clip batches `(B, C, T, H, W)` from this worker's Ray Data shard."""
     import ray.train
 
-    from tasks.clips import collate_clips
+    return clip_batches(ray.train.get_dataset_shard(name), batch_size, seed)
 
-    shard = ray.train.get_dataset_shard(name)
+
+def clip_batches(shard: Any, batch_size: int, seed: int = 0) -> Callable[[int], Iterable[Any]]:
+    """Epoch -> float clip batches `(B, C, T, H, W)` in [0, 1] from a Ray `DataIterator`.
+
+    Rows pass a local shuffle buffer of 4 batches seeded by `seed + epoch`, so a
+    resumed run sees the same clips in the same order.
+    """
+    from tasks.clips import collate_clips
 
     def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
         for batch in shard.iter_batches(
