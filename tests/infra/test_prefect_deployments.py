@@ -95,7 +95,8 @@ def test_work_pool_renders_a_job_that_reaches_the_cluster(deployment: dict[str, 
     (cluster,) = load_documents(K8S / "base/raycluster.yaml")
     name = cluster["metadata"]["name"]
     assert env["RAY_JOBS_ADDRESS"]["value"] == f"http://{name}-head-svc:8265"
-    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "auth_token"}
+    token = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert (token["name"], token["key"]) == (name, "auth_token")
     command = shlex.split(container["args"])
     assert command in (["vjepa-submit-flow-run"], ["prefect", "flow-run", "execute"])
     assert job["metadata"]["namespace"] == cluster_namespace()
