@@ -3,19 +3,27 @@
 Baseline (the raw limit): `ffmpeg` decodes every file through the same filter
 graph (fps resample, short-side scale, centre crop) to `-f null`, with
 `--parallel` processes at a time (default 2, one per core, the parallelism the
-pipeline gets from a 2-CPU Ray). Pipeline: plan + Ray Data stages (probe,
-filter, decode to rgb24 clips, quality, part writer) + shard assembly, i.e.
-everything `vjepa curate` does except starting Ray and Prefect. Ray is started
-once with `--parallel` CPUs and warmed up on one file before timing. Each side
-runs `--repeats` times, interleaved, and the best time counts (the machine is
-shared). Headline `ratio` = pipeline frames/s / baseline frames/s.
+pipeline gets from a 2-CPU Ray). Pipeline: plan + Ray Data stages (probe and
+filter on ffmpeg's input header, decode to rgb24 clips, quality, part writer) +
+shard assembly, i.e. everything `vjepa curate` does except starting Ray and
+Prefect. Ray is started once with `--parallel` CPUs and warmed up on one file
+before timing. Each side runs `--repeats` times, interleaved, and the best time
+counts (the machine is shared). Headline `ratio` = pipeline frames/s / baseline
+frames/s.
+
+CPU efficiency = baseline CPU s / pipeline CPU s, less sensitive to load than
+wall time: the baseline counts its ffmpeg processes only, the pipeline this
+process and all its descendants (Ray workers and their ffmpegs, raylet, GCS,
+Ray Data's actors), split by part in the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +38,7 @@ from tasks.curation.decode import ffmpeg_command
 from tasks.curation.pipeline import plan_curation, run_pending
 
 SIZES = ("1280x720", "960x540", "854x480")
+TASK_WORKERS = ("ray::IDLE", "ray::Map")  # process names of Ray workers (idle, running a map task)
 
 
 def make_inputs(folder: Path, count: int, seconds: float) -> list[Path]:
@@ -50,28 +59,47 @@ def make_inputs(folder: Path, count: int, seconds: float) -> list[Path]:
     return paths
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system, incl. reaped children) of `root` and all its descendants.
+def process_cpu(root: int) -> dict[int, tuple[str, float, float]]:
+    """`pid -> (name, own CPU s, reaped children's CPU s)` for `root` and all its descendants.
 
-    Linux /proc only. The machine is shared, so wall time is noisy; CPU time says
-    how much work each side needs whatever else runs."""
+    Linux /proc only (user + system time). The machine is shared, so wall time is
+    noisy; CPU time says how much work each side needs whatever else runs."""
     parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+    found: dict[int, tuple[str, float, float]] = {}
     ticks = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            text = stat.read_text()
         except OSError:  # exited meanwhile
             continue
+        name, fields = text.split("(", 1)[1].rsplit(")", 1)[0], text.rsplit(")", 1)[1].split()
         pid = int(stat.parent.name)
         parents[pid] = int(fields[1])
-        cpu[pid] = sum(int(value) for value in fields[11:15]) / ticks
+        own, children = (sum(int(v) for v in fields[i : i + 2]) / ticks for i in (11, 13))
+        found[pid] = (name, own, children)
     family, grew = {root}, True
     while grew:
-        children = {pid for pid, parent in parents.items() if parent in family} - family
-        family |= children
-        grew = bool(children)
-    return sum(cpu.get(pid, 0.0) for pid in family)
+        children_pids = {pid for pid, parent in parents.items() if parent in family} - family
+        family |= children_pids
+        grew = bool(children_pids)
+    return {pid: found[pid] for pid in family if pid in found}
+
+
+def cpu_by_part(before: dict[int, tuple[str, float, float]], root: int) -> dict[str, float]:
+    """CPU seconds spent since `before` by: ffmpeg (reaped children of the Ray workers), the
+    Ray Data workers' Python, the driver (Ray Data executor, assembly) and Ray's services."""
+    parts = dict.fromkeys(("ffmpeg", "worker Python", "driver", "Ray services"), 0.0)
+    for pid, (name, own, children) in process_cpu(root).items():
+        _, own_before, children_before = before.get(pid, (name, 0.0, 0.0))
+        own, children = own - own_before, children - children_before
+        if pid == root:
+            parts["driver"] += own + children
+        elif name.startswith(TASK_WORKERS):
+            parts["worker Python"] += own
+            parts["ffmpeg"] += children
+        else:  # raylet, gcs_server, Ray Data's stats/autoscaling actors, agents, log monitor
+            parts["Ray services"] += own + children
+    return parts
 
 
 def _baseline_one(path: Path, config: CurationConfig) -> int:
@@ -84,26 +112,45 @@ def _baseline_one(path: Path, config: CurationConfig) -> int:
     return int(frames[-1])
 
 
-Run = tuple[float, int, float]  # (wall seconds, frames, CPU seconds)
+@dataclasses.dataclass
+class Run:
+    seconds: float
+    frames: int
+    cpu_s: float
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds
+    cpu_parts: dict[str, float] = dataclasses.field(default_factory=dict)  # CPU seconds
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_baseline(paths: list[Path], config: CurationConfig, parallel: int) -> Run:
-    cpu, started = tree_cpu_seconds(os.getpid()), time.perf_counter()
+    """`parallel` ffmpeg processes at a time; CPU = the ffmpeg processes only (reaped children)."""
+    cpu, started = children_cpu(), time.perf_counter()
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         frames = sum(pool.map(lambda p: _baseline_one(p, config), paths))
-    return time.perf_counter() - started, frames, tree_cpu_seconds(os.getpid()) - cpu
+    return Run(time.perf_counter() - started, frames, children_cpu() - cpu)
 
 
 def run_pipeline(paths: list[Path], config: CurationConfig, output: Path) -> Run:
+    """Plan, Ray Data stages and assembly; CPU = this process and every descendant (Ray)."""
     shutil.rmtree(output, ignore_errors=True)
-    cpu, started = tree_cpu_seconds(os.getpid()), time.perf_counter()
+    root = os.getpid()
+    before, started = process_cpu(root), time.perf_counter()
     plan = plan_curation([str(p) for p in paths], str(output), config)
-    manifest = assemble_dataset(plan.output, config, plan.sources, plan.missing, run_pending(plan))
-    elapsed = time.perf_counter() - started
-    return (
-        elapsed,
+    results = run_pending(plan)
+    staged = time.perf_counter()
+    manifest = assemble_dataset(plan.output, config, plan.sources, plan.missing, results)
+    ended = time.perf_counter()
+    parts = cpu_by_part(before, root)
+    return Run(
+        ended - started,
         manifest["counts"]["num_clips"] * config.frames,
-        tree_cpu_seconds(os.getpid()) - cpu,
+        sum(parts.values()),
+        {"stages": staged - started, "assembly": ended - staged},
+        parts,
     )
 
 
@@ -112,7 +159,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=12.0, help="length of each video")
     parser.add_argument("--parallel", type=int, default=2, help="ffmpeg processes = Ray CPUs")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side; best counts")
     parser.add_argument(
         "--workdir", default=str(Path(tempfile.gettempdir()) / "vjepa-bench-curation")
     )
@@ -139,9 +186,11 @@ def main() -> None:
 def report(
     args: argparse.Namespace, config: CurationConfig, baseline: list[Run], pipeline: list[Run]
 ) -> None:
-    best_base, best_pipe = min(baseline), min(pipeline)
-    base_fps, pipe_fps = best_base[1] / best_base[0], best_pipe[1] / best_pipe[0]
-    base_cpu, pipe_cpu = min(r[2] for r in baseline), min(r[2] for r in pipeline)
+    best_base = min(baseline, key=lambda run: run.seconds)
+    best_pipe = min(pipeline, key=lambda run: run.seconds)
+    base_fps, pipe_fps = best_base.frames / best_base.seconds, best_pipe.frames / best_pipe.seconds
+    base_cpu, pipe_cpu = min(r.cpu_s for r in baseline), min(r.cpu_s for r in pipeline)
+    lean = min(pipeline, key=lambda run: run.cpu_s)
     print(
         f"{args.videos} videos x {args.seconds:.0f} s (h264, 480p-720p, 30 fps) -> clips {config.clip_shape} at {config.fps} fps"
     )
@@ -152,28 +201,33 @@ def report(
         f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)"
     )
     print(f"{'run':<34}{'seconds':>9}{'frames':>8}{'frames/s':>10}{'CPU s':>8}")
-    print(
-        f"{'ffmpeg -> -f null (raw limit)':<34}{best_base[0]:>9.2f}{best_base[1]:>8}{base_fps:>10.1f}{base_cpu:>8.1f}"
-    )
-    print(
-        f"{'vjepa curate pipeline (Ray Data)':<34}{best_pipe[0]:>9.2f}{best_pipe[1]:>8}{pipe_fps:>10.1f}{pipe_cpu:>8.1f}"
-    )
+    for name, run, fps, cpu in (
+        ("ffmpeg -> -f null (raw limit)", best_base, base_fps, base_cpu),
+        ("vjepa curate pipeline (Ray Data)", best_pipe, pipe_fps, pipe_cpu),
+    ):
+        print(f"{name:<34}{run.seconds:>9.2f}{run.frames:>8}{fps:>10.1f}{cpu:>8.1f}")
+    phases = ", ".join(f"{name} {value:.2f} s" for name, value in best_pipe.phases.items())
+    print(f"pipeline phases (fastest run): {phases}")
+    parts = ", ".join(f"{name} {value:.2f}" for name, value in lean.cpu_parts.items())
+    print(f"pipeline CPU s by part (leanest run): {parts}")
     print(
         f"ratio pipeline / raw limit: {pipe_fps / base_fps:.3f} frames/s (target >= 0.7); CPU efficiency {base_cpu / pipe_cpu:.3f}"
     )
     figures: dict[str, Any] = {
         "videos": args.videos,
         "parallel": args.parallel,
-        "baseline_seconds": round(best_base[0], 3),
-        "baseline_frames": best_base[1],
+        "baseline_seconds": round(best_base.seconds, 3),
+        "baseline_frames": best_base.frames,
         "baseline_fps": round(base_fps, 2),
         "baseline_cpu_s": round(base_cpu, 2),
-        "pipeline_seconds": round(best_pipe[0], 3),
-        "pipeline_frames": best_pipe[1],
+        "pipeline_seconds": round(best_pipe.seconds, 3),
+        "pipeline_frames": best_pipe.frames,
         "pipeline_fps": round(pipe_fps, 2),
         "pipeline_cpu_s": round(pipe_cpu, 2),
-        "baseline_runs_s": [round(r[0], 3) for r in baseline],
-        "pipeline_runs_s": [round(r[0], 3) for r in pipeline],
+        "pipeline_phases_s": {k: round(v, 3) for k, v in best_pipe.phases.items()},
+        "pipeline_cpu_parts_s": {k: round(v, 2) for k, v in lean.cpu_parts.items()},
+        "baseline_runs_s": [round(r.seconds, 3) for r in baseline],
+        "pipeline_runs_s": [round(r.seconds, 3) for r in pipeline],
         "cpu_efficiency": round(base_cpu / pipe_cpu, 4),
         "load_average": round(os.getloadavg()[0], 2),
         "ratio": round(pipe_fps / base_fps, 4),
