@@ -2,7 +2,8 @@
 
 KubeRay objects are checked against the vendored CRD schemas (`infra/k8s/schemas/*.json`) made
 strict the way `kubectl apply` (strict field validation) is: an unknown field is an error,
-not silently pruned. Rendering with kustomize needs `kubectl`; without it those tests skip.
+not silently pruned. Rendering with kustomize needs `kubectl` or `kustomize`; without them
+those tests skip.
 """
 
 from __future__ import annotations
@@ -121,14 +122,15 @@ def rendered_serve_kustomization() -> list[dict[str, Any]]:
 
 
 def kubectl_kustomize(folder: Path) -> list[dict[str, Any]]:
-    """Render a kustomization with kubectl's built-in kustomize; skips without kubectl."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    done = subprocess.run(
-        [kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, f"kubectl kustomize {folder} failed:\n{done.stderr}"
+    """Render a kustomization with `kubectl kustomize` (or `kustomize build`); skips without."""
+    if kubectl := shutil.which("kubectl"):
+        command = [kubectl, "kustomize", str(folder)]
+    elif kustomize := shutil.which("kustomize"):
+        command = [kustomize, "build", str(folder)]
+    else:
+        pytest.skip("neither kubectl nor kustomize is installed")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
