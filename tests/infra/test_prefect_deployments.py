@@ -126,3 +126,15 @@ def test_flow_runs_use_the_production_image() -> None:
     wanted = f"{image['newName']}:{image['newTag']}"
     for deployment in PREFECT_YAML["deployments"]:
         assert deployment["work_pool"]["job_variables"]["image"] == wanted
+
+
+def test_worker_runs_the_pinned_prefect_with_the_kubernetes_integration() -> None:
+    documents = load_documents(K8S / "prefect/worker.yaml")
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert (
+        container["image"] == f"prefecthq/prefect:{constraint_pin('prefect')}-python3.11-kubernetes"
+    )
+    command = container["command"]
+    pool = command[command.index("--pool") + 1]
+    assert {d["work_pool"]["name"] for d in PREFECT_YAML["deployments"]} == {pool}
