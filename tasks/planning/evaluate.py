@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from modeling.cem import shift_plan
 from modeling.world_model import WorldModel, load_world_model
@@ -90,14 +89,8 @@ class WorldModelPlanner:
         self.generator = torch.Generator().manual_seed(seed)
 
     def _image(self, frame: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 at the model's image size (bilinear resize when it differs)."""
-        image = torch.as_tensor(np.ascontiguousarray(frame))  # (H, W, 3)
-        size = self.model.spec.image_size
-        if image.shape[:2] == (size, size):
-            return image
-        chw = image.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-        resized = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True)
-        return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)  # (S, S, 3)
+        """(H, W, 3) uint8 of any size: `WorldModel.encode_frames` brings it to the spec's size."""
+        return torch.as_tensor(np.ascontiguousarray(frame, dtype=np.uint8))  # (H, W, 3)
 
     def plan(
         self,
@@ -106,8 +99,8 @@ class WorldModelPlanner:
         goal: np.ndarray,
         previous_plan: np.ndarray | None = None,
     ) -> np.ndarray:
-        frames = self._image(frame)[None, None]  # (1, 1, S, S, 3)
-        goals = self._image(goal)[None]  # (1, S, S, 3)
+        frames = self._image(frame)[None, None]  # (1, 1, H, W, 3)
+        goals = self._image(goal)[None]  # (1, H', W', 3)
         states = torch.as_tensor(state, dtype=torch.float32).reshape(1, 1, -1)  # (1, 1, S)
         warm = None
         if previous_plan is not None:

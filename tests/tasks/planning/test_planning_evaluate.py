@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from tasks.planning.evaluate import EvalConfig, action_repeat, evaluate
+from tasks.planning.evaluate import EvalConfig, WorldModelPlanner, action_repeat, evaluate
 from tasks.robot.collect import make_env
-from tasks.robot.env import disc_centre
+from tasks.robot.env import PointReachEnv, disc_centre
 from tasks.training.posttrain import PosttrainJob
 
 ENV = "vjepa/PointReach-v0"
@@ -74,6 +74,22 @@ def test_planner_beats_random_actions(
     assert "[eval-planning] episode 8" in captured.err
     assert (output / "final_distance.png").stat().st_size > 0
     assert json.loads((output / "results.json").read_text())["episodes"] == 8
+
+
+def test_planner_takes_camera_frames_of_any_size(
+    trained_world_model: tuple[str, PosttrainJob, list],
+) -> None:
+    model = trained_world_model[1].model
+    small, large = PointReachEnv(width=64, height=64), PointReachEnv(width=128, height=96)
+    state, goal = np.array([0.2, -0.1], np.float32), np.array([-0.3, 0.4], np.float32)
+    plans = [
+        WorldModelPlanner(model, seed=3).plan(
+            env.render_position(state), state, env.render_position(goal)
+        )
+        for env in (small, large)
+    ]
+    assert plans[0].shape == plans[1].shape == (model.spec.cem_config().horizon, 2)
+    assert np.all(np.abs(plans[1]) <= 1.0)
 
 
 def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
