@@ -24,6 +24,7 @@ HEADLINE = (
     "checkpoint",
     "loss_curve",
     "preset",
+    "action_scale_r2",
 )
 
 
@@ -45,5 +46,6 @@ def posttrain_flow(config: PosttrainConfig, scale: ScaleConfig) -> dict[str, Any
         f"{summary['heldout_copy_error']:.4f}."
     )
     headline = {key: summary[key] for key in HEADLINE if key in summary}
+    headline["action_scale"] = summary.get("spec", {}).get("action_scale")
     publish_summary("posttrain-summary", "V-JEPA 2-AC post-training", headline, note)
     return summary
