@@ -7,7 +7,9 @@ probes and filters) -> quality -> part writer, inside one call, so a source
 travels through all of them in one worker process and its frames never become
 Ray blocks (no conversion or copy between stages, nothing in the object store).
 Each task runs one ffmpeg at a time (`num_cpus=1` per task, as many tasks as
-CPUs). The driver streams the small metadata rows that come out, counts each
+CPUs) over a few sources (`task_sizes`: fewer task boundaries, where a worker
+waits for Ray Data's scheduler), and hands on each source's metadata rows as
+soon as the source is done. The driver streams those rows, counts each
 source's clips against its end row, and commits the source once everything it
 produced is written.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,7 +35,7 @@ from tasks.curation.sources import MissingInput, SourceItem, discover_sources
 from tasks.curation.writer import PartWriterStage
 
 Progress = Callable[[SourceResult, int, int], None]
-MAX_BLOCKS = 4096
+MAX_SOURCES_PER_TASK = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +75,14 @@ class SourceStage:
         self.writer = PartWriterStage(config, output)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        parts: list[dict[str, np.ndarray]] = []
         for clips in self.decode(batch):
-            yield self.writer(self.quality(clips))
+            parts.append(self.writer(self.quality(clips)))
+            if clips["is_end"][-1]:  # the source is done: its metadata leaves in one piece
+                yield {
+                    column: np.concatenate([part[column] for part in parts]) for column in parts[0]
+                }
+                parts = []
 
 
 @functools.lru_cache(maxsize=8)
@@ -88,15 +97,44 @@ def _curate(
     yield from _stage(config, output)(batch)
 
 
+def task_sizes(num_sources: int, workers: int) -> list[int]:
+    """Sources per Ray task, largest first (guided self-scheduling): every task boundary idles a
+    worker for Ray Data's scheduling loop (it polls every 0.1 s) plus a dispatch, against
+    0.3-1 s of decoding a short video, so early tasks take several sources; the last tasks take
+    one each, so the workers still finish together."""
+    sizes, remaining = [], num_sources
+    while remaining:
+        size = min(MAX_SOURCES_PER_TASK, max(1, math.ceil(remaining / (2 * workers))))
+        sizes.append(size)
+        remaining -= size
+    return sizes
+
+
 def build_dataset(plan: CurationPlan, workers: int) -> Any:
     """The lazy Ray Dataset of writer metadata rows for the pending sources."""
+    import pyarrow as pa
     import ray
 
-    rows = [
-        {"source": item.source, "key": plan.key(item), "size": item.size} for item in plan.pending
-    ]
-    # One source per block (up to a cap) so sources spread evenly over the workers.
-    dataset: Any = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
+    items, blocks, start = plan.pending, [], 0
+    for size in task_sizes(len(items), workers):  # one block per task
+        chunk = items[start : start + size]
+        start += size
+        blocks.append(
+            pa.table(
+                {
+                    "source": [item.source for item in chunk],
+                    "key": [plan.key(item) for item in chunk],
+                    "size": pa.array([item.size for item in chunk], pa.int64()),
+                }
+            )
+        )
+    dataset: Any = ray.data.from_arrow(blocks)
+    # Each source's metadata leaves its task at once as a block of its own (no block is small
+    # enough to wait for more rows), so the driver commits a source while its task goes on.
+    dataset.context.target_max_block_size = 1
+    # No backpressure on these blocks of a few hundred bytes: by default a task may run only 2
+    # blocks ahead of the driver's reads and so stalls for a scheduling-loop round per source.
+    dataset.context._max_num_blocks_in_streaming_gen_buffer = None
     return dataset.map_batches(
         _curate,
         fn_kwargs={"config": plan.config, "output": plan.output},

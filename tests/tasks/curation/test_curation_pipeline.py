@@ -10,7 +10,14 @@ import pytest
 
 from tasks.curation.config import CurationConfig
 from tasks.curation.dataset import assemble_dataset
-from tasks.curation.pipeline import CommitTracker, plan_curation, run_pending
+from tasks.curation.pipeline import (
+    MAX_SOURCES_PER_TASK,
+    CommitTracker,
+    SourceStage,
+    plan_curation,
+    run_pending,
+    task_sizes,
+)
 from tasks.curation.sources import SourceItem
 
 EXPECTED_REJECTIONS = {
@@ -110,3 +117,27 @@ def test_tracker_commits_only_complete_sources(tmp_path: Path) -> None:
     )
     assert tracker.unfinished() == []
     assert len(list((tmp_path / "_staging" / "done").iterdir())) == 2
+
+
+@pytest.mark.parametrize(("sources", "workers"), [(24, 2), (8, 1), (7, 2), (1, 4), (5000, 8)])
+def test_task_sizes_shrink_to_single_sources(sources: int, workers: int) -> None:
+    sizes = task_sizes(sources, workers)
+    assert sum(sizes) == sources and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] == 1 and max(sizes) <= MAX_SOURCES_PER_TASK
+    assert len(sizes) < sources or sources < 2 * workers + 2  # fewer task boundaries than sources
+    assert task_sizes(24, 2) == [6, 5, 4, 3, 2, 1, 1, 1, 1]
+
+
+def test_source_stage_hands_on_one_metadata_batch_per_source(
+    small_config: CurationConfig, videos: dict[str, Path], tmp_path: Path
+) -> None:
+    paths = [videos["moving_mp4"], videos["empty"]]
+    batch = {
+        "source": np.array([str(p) for p in paths]),
+        "key": np.array(["a", "b"]),
+        "size": np.array([p.stat().st_size for p in paths]),
+    }
+    outputs = list(SourceStage(small_config.replace(clips_per_batch=2), str(tmp_path))(batch))
+    assert [out["key"].tolist() for out in outputs] == [["a"] * 4, ["b"]]
+    assert [out["is_end"].tolist()[-1] for out in outputs] == [True, True]
+    assert "frames" not in outputs[0] and outputs[0]["part"][:3].tolist().count("") == 0
