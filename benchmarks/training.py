@@ -6,7 +6,7 @@ interleaved `--repeats` times:
 - in memory: the batches of one epoch, collated once and held in memory, fed
   in a cycle (the ceiling: the same clips as the real path, only their delivery
   differs; with one repeated batch, as before, the real path measured faster
-  than the ceiling in 3 of 3 runs under load, a content effect we did not pin
+  than the ceiling in 2 of 3 runs under load, an effect we did not pin
   down);
 - real data path: the batches come from the curated shards (pretraining) or the
   LeRobot windows (post-training) through Ray Data's `streaming_split`, the
