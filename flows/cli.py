@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Offline by default: Prefect's ephemeral server would otherwise try to send telemetry.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # the ephemeral API starts in a subprocess; on a busy 2-core machine 20 s is not enough
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

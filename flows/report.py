@@ -81,15 +81,16 @@ def _sections(stages: Stages) -> list[str]:
         + "\n\n![pretraining loss](pretrain_loss.png)",
         "## Attentive probe (motion direction, held-out clips)\n\n"
         + _table(
-            ("encoder", "top-1", "best lr", "held-out clips"),
+            ("encoder", "top-1 (mean of heads)", "spread", "best lr", "held-out clips"),
             [
-                ("pretrained", probe["accuracy"], probe["best_lr"], probe["heldout_clips"]),
                 (
-                    "random init",
-                    random_probe["accuracy"],
-                    random_probe["best_lr"],
-                    random_probe["heldout_clips"],
-                ),
+                    name,
+                    result["accuracy"],
+                    result.get("accuracy_std", 0.0),
+                    result["best_lr"],
+                    result["heldout_clips"],
+                )
+                for name, result in (("pretrained", probe), ("random init", random_probe))
             ],
         ),
         "## Action-conditioned post-training\n\n"

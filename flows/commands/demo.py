@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     minutes = (time.monotonic() - started) / 60
     print(
         f"\ndemo finished in {minutes:.1f} min; report: {result['report']}\n"
-        f"  probe top-1: pretrained {result['probe_accuracy']:.3f} vs random init "
-        f"{result['random_probe_accuracy']:.3f}\n"
+        f"  probe top-1 (mean of heads +- spread): pretrained {result['probe_accuracy']:.3f}"
+        f" +- {result['probe_accuracy_std']:.3f} vs random init "
+        f"{result['random_probe_accuracy']:.3f} +- {result['random_probe_accuracy_std']:.3f}\n"
         f"  AC held-out rollout error {result['heldout_rollout_error']:.4f} vs copy-last-frame "
         f"{result['heldout_copy_error']:.4f}\n"
         f"  planning success {result['success_rate']:.2f} vs random {result['random_success_rate']:.2f}"

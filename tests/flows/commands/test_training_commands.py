@@ -50,11 +50,13 @@ def test_pretrain_then_probe_commands(
         f"--labels={sample_dir / 'labels.parquet'}",
         f"--output={tmp_path / 'probe'}",
         "--steps=2",
+        "--heads=2",
         "--json",
     ]
     assert main(probe) == 0
     result = last_json(capsys.readouterr().out)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["heldout_clips"] > 0
+    assert result["heads_per_lr"] == 2 and result["accuracy_std"] >= 0.0
 
 
 def test_pretrain_rejects_a_bad_crop_scale(
