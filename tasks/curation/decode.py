@@ -13,6 +13,7 @@ pipeline uses end rows to commit a source only when all its clips are written.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import uuid
@@ -135,11 +136,27 @@ class DecodeStage:
     def __init__(self, config: CurationConfig) -> None:
         self.config = config
         self.rules = FilterRules(config)
+        self._upcoming: tuple[str, int] | None = None  # the batch's next source and its size
+        self._started: dict[str, FfmpegProcess] = {}  # ffmpegs started ahead, by source
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        for index in range(len(batch["source"])):
-            source, key = str(batch["source"][index]), str(batch["key"][index])
-            yield from self._decode(source, key, int(batch["size"][index]))
+    def __call__(
+        self, batch: dict[str, np.ndarray]
+    ) -> Generator[dict[str, np.ndarray], None, None]:
+        rows = [
+            (str(source), str(key), int(size))
+            for source, key, size in zip(batch["source"], batch["key"], batch["size"], strict=True)
+        ]
+        try:
+            for index, (source, key, size) in enumerate(rows):
+                self._upcoming = (
+                    (rows[index + 1][0], rows[index + 1][2]) if index + 1 < len(rows) else None
+                )
+                yield from self._decode(source, key, size)
+        finally:  # also when the consumer stops early: no ffmpeg outlives the batch
+            self._upcoming = None
+            for process in self._started.values():
+                process.close()
+            self._started.clear()
 
     def _decode(self, source: str, key: str, size: int) -> Iterator[dict[str, np.ndarray]]:
         emitted = 0
@@ -159,21 +176,37 @@ class DecodeStage:
     def _clips(self, source: str, size: int) -> Iterator[tuple[np.ndarray, int]]:
         """Batches `(N, T, H, W, C)` of clips and the index of the batch's first clip."""
         config = self.config
+        with self._start(source, size) as process:
+            self._probe(source, process)
+            # Read ahead in a thread: ffmpeg keeps decoding while later stages work on a batch.
+            count = yield from read_ahead(self._read_clips(process.stdout), depth=2)
+            returncode, errors = process.finish()
+            self._start_upcoming()
+        if process.timed_out.is_set():
+            raise Rejection("decode", f"decoding timed out after {config.decode_timeout_s:.0f}s")
+        self._check_outcome(returncode, errors, count)
+
+    def _start(self, source: str, size: int) -> FfmpegProcess:
+        """The source's ffmpeg: the one `_start_upcoming` started ahead, else a new one."""
+        early = self._started.pop(source, None)
+        if early is not None:
+            return early
         if size == 0:
             raise Rejection("probe", "empty file (0 bytes)")
         try:
             url = media_url(source)
         except (OSError, ValueError) as error:
             raise Rejection("probe", f"cannot open the source: {error}") from error
-        command = ffmpeg_command(url, config, ["-f", "rawvideo", "pipe:1"])
-        with FfmpegProcess(command, config.decode_timeout_s) as process:
-            self._probe(source, process)
-            # Read ahead in a thread: ffmpeg keeps decoding while later stages work on a batch.
-            count = yield from read_ahead(self._read_clips(process.stdout), depth=2)
-            returncode, errors = process.finish()
-        if process.timed_out.is_set():
-            raise Rejection("decode", f"decoding timed out after {config.decode_timeout_s:.0f}s")
-        self._check_outcome(returncode, errors, count)
+        command = ffmpeg_command(url, self.config, ["-f", "rawvideo", "pipe:1"])
+        return FfmpegProcess(command, self.config.decode_timeout_s)
+
+    def _start_upcoming(self) -> None:
+        """Start the batch's next ffmpeg once this source's has exited, so that it opens its file
+        while this source's end row goes through the later stages and Ray: no idle core."""
+        if self._upcoming is not None and self._upcoming[0] not in self._started:
+            source, size = self._upcoming
+            with contextlib.suppress(Exception):  # a failure shows again on the source's turn
+                self._started[source] = self._start(source, size)
 
     def _probe(self, source: str, process: FfmpegProcess) -> None:
         """Probe and filter on ffmpeg's input header; raises `Rejection` for an unusable source."""

@@ -138,7 +138,7 @@ def build_dataset(plan: CurationPlan, workers: int) -> Any:
     return dataset.map_batches(
         _curate,
         fn_kwargs={"config": plan.config, "output": plan.output},
-        batch_size=1,
+        batch_size=None,  # a task's sources in one call: the decoder starts each ffmpeg early
         num_cpus=1,
         compute=ray.data.TaskPoolStrategy(size=workers),
     )

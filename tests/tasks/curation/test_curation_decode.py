@@ -82,3 +82,23 @@ def test_unexpected_errors_become_rejections(
         out["error_reason"][0]
         == "unexpected error while decoding: RuntimeError: signing service down"
     )
+
+
+def test_next_source_starts_early_and_never_outlives_the_batch(
+    small_config: CurationConfig, videos: dict[str, Path]
+) -> None:
+    paths = [videos["moving_mp4"], videos["faststart"]]
+    batch = {
+        "source": np.array([str(p) for p in paths]),
+        "key": np.array(["a", "b"]),
+        "size": np.array([p.stat().st_size for p in paths]),
+    }
+    stage = DecodeStage(small_config)
+    whole = list(stage(batch))
+    assert [int(out["num_clips"][-1]) for out in whole if out["is_end"][-1]] == [3, 4]
+    outputs = stage(batch)
+    clips, end = next(outputs), next(outputs)  # the first source's clips, then its end row
+    assert not clips["is_end"].any() and end["is_end"].tolist() == [True]
+    early = stage._started[str(paths[1])]  # the second ffmpeg runs before its turn
+    outputs.close()  # the consumer stops: the early ffmpeg is killed and reaped
+    assert stage._started == {} and early.process.poll() is not None
