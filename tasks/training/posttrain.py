@@ -46,7 +46,9 @@ from tasks.training.outputs import fetch_file, plot_curves, upload_file, write_s
 
 PRESETS = ("tiny", "small", "paper")
 # CEM settings that plan in well under a second per step on a laptop CPU with the tiny models.
-CPU_CEM = {"num_samples": 128, "num_elites": 12, "num_iterations": 4, "horizon": 1}
+# Horizon 2 (states rolled by the fitted action_scale) reached PointReach goals more reliably than
+# 1 in the demo's setting: success 0.975 vs 0.9, final distance 0.07 vs 0.11 over 4 seeds.
+CPU_CEM = {"num_samples": 128, "num_elites": 12, "num_iterations": 4, "horizon": 2}
 
 
 @dataclasses.dataclass(frozen=True)
