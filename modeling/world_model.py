@@ -146,6 +146,7 @@ class WorldModel(nn.Module):
             config=config or self.spec.cem_config(),
             warm_start=warm_start,
             generator=generator,
+            device=context.device,  # candidates live with the model (a GPU replica plans on it)
         )
 
 
