@@ -250,9 +250,17 @@ class PosttrainJob:
         return {
             "predictor": self.model.predictor.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "residual": self.config.residual,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = bool(state.get("residual", False))  # runs before the option were not residual
+        if saved != self.config.residual:  # same weights, another meaning: refuse to mix them
+            flag = "without --no-residual" if saved else "with --no-residual"
+            raise ValueError(
+                f"the checkpoint in {self.config.output} was trained with residual={saved}; "
+                f"resume it {flag}, or start a fresh run in another output"
+            )
         self.model.predictor.load_state_dict(state["predictor"])
         self.optimizer.load_state_dict(state["optimizer"])
 

@@ -20,9 +20,11 @@ from modeling.world_model import load_world_model
 from tasks.robot.collect import CollectConfig, collect
 from tasks.robot.lerobot_read import LeRobotFormatError
 from tasks.training.checkpoints import CheckpointStore
+from tasks.training.job import WorkerContext
 from tasks.training.launch import ExistingRunError, ScaleConfig
 from tasks.training.posttrain import (
     PosttrainConfig,
+    PosttrainJob,
     describe_dataset,
     run_posttrain,
     split_episodes,
@@ -104,6 +106,20 @@ def test_trains_exports_and_resumes(
     resumed = run_posttrain(_config(small_run_inputs, output, steps=6, resume=True), ScaleConfig())
     steps = [row["step"] for row in CheckpointStore(output).metrics()]
     assert resumed["steps"] == 6 and steps == list(range(1, 7))
+
+
+def test_resume_refuses_a_checkpoint_of_the_other_head(small_run_inputs: tuple[Path, Path]) -> None:
+    residual = _config(small_run_inputs, "run")
+    facts = describe_dataset(residual)
+    job = PosttrainJob(residual, facts, WorkerContext.local(), small_run_inputs[0])
+    state = job.state_dict()
+    assert state["residual"] is True
+    job.load_state_dict(state)
+    legacy = {key: value for key, value in state.items() if key != "residual"}
+    with pytest.raises(ValueError, match=r"residual=False.*--no-residual"):
+        job.load_state_dict(legacy)  # written before the option: a direct (official) head
+    direct = _config(small_run_inputs, "run", residual=False)
+    PosttrainJob(direct, facts, WorkerContext.local(), small_run_inputs[0]).load_state_dict(legacy)
 
 
 def test_missing_encoder_is_a_clear_error(
