@@ -15,10 +15,19 @@ PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 NOISY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
 
 
+# Ray Train logs every `report` call ("Reporting training result N: TrainingReport(...)") at
+# INFO under a logger named by its file's path; our jobs print their own progress lines.
+CHATTY_TRAIN_FILE = ("train", "v2", "_internal", "execution", "context.py")
+
+
 def quiet_ray_workers() -> None:
-    """Worker setup hook: silence the known, harmless warnings of a dashboard-less Ray."""
+    """Worker setup hook: silence the known, harmless noise of a dashboard-less Ray."""
+    import ray
+
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    chatty = os.path.join(os.path.dirname(ray.__file__), *CHATTY_TRAIN_FILE)
+    logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def ensure_ray(log_to_driver: bool = True) -> bool:
