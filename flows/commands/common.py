@@ -46,6 +46,14 @@ def add_scale_arguments(parser: Any) -> None:
     )
 
 
+def add_job_arguments(parser: Any) -> None:
+    """The flags every Ray Train job command shares: `--seed`, `--resume`, scale, `--json`."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    add_scale_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
 def scale_config(args: Any) -> Any:
     from tasks.training.launch import ScaleConfig, check_strategy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from flows.commands.common import UsageError, add_scale_arguments, emit_json, scale_config
+from flows.commands.common import UsageError, add_job_arguments, emit_json, scale_config
 
 if TYPE_CHECKING:
     from tasks.training.posttrain import PosttrainConfig
@@ -55,10 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
-    add_scale_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    add_job_arguments(parser)
     parser.set_defaults(handler=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.commands.common import UsageError, add_scale_arguments, emit_json, scale_config
+from flows.commands.common import UsageError, add_job_arguments, emit_json, scale_config
 
 ORDER = 35
 
@@ -48,10 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--heldout", type=float, default=0.25, help="held-out share per class")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
-    add_scale_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    add_job_arguments(parser)
     parser.set_defaults(handler=run)
 
 
