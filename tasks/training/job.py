@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 STRATEGIES = ("ddp", "fsdp")
@@ -177,6 +178,28 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
                 plain = isinstance(value, torch.Tensor) and not isinstance(value, DTensor)
                 if plain and value.shape == parameter.shape:  # moments, not the scalar step
                     slots[key] = _like(value, parameter)
+
+
+def gather_generator_states(generator: torch.Generator) -> list[torch.Tensor]:
+    """Every rank's generator state, in rank order (collective: call it on every rank)."""
+    state = generator.get_state()  # (K,) uint8
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return [torch.as_tensor(s) for s in states]
+
+
+def restore_generator(generator: torch.Generator, state: dict[str, Any], rank: int) -> None:
+    """Give this rank its own saved generator state back.
+
+    `state["generators"]` holds one state per rank; a rank it does not cover (the job now has
+    more workers than the one that saved) keeps its fresh per-rank seed, so ranks never share
+    a random stream after a resume. Older checkpoints carry rank 0's state only.
+    """
+    states = state.get("generators") or [state["generator"]]
+    if rank < len(states):
+        generator.set_state(states[rank])
 
 
 def scalar(value: torch.Tensor) -> float:

@@ -38,7 +38,9 @@ from tasks.training.job import (
     WorkerContext,
     autocast,
     full_state,
+    gather_generator_states,
     load_optimizer_state,
+    restore_generator,
     scalar,
 )
 from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
@@ -132,6 +134,7 @@ class PretrainJob:
         )
         self.schedule = config.schedule()
         self.masks = MaskConfig()
+        self.rank = context.rank
         self.generator = torch.Generator().manual_seed(config.seed + 1000 * context.rank)
         low, high = config.crop_scale  # a list after a JSON round trip
         self.augment = AugmentConfig(scale=(float(low), float(high)))
@@ -143,6 +146,7 @@ class PretrainJob:
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "generators": gather_generator_states(self.generator),  # one per rank
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -150,7 +154,7 @@ class PretrainJob:
         self.online_predictor.load_state_dict(state["predictor"])
         self.target.load_state_dict(state["target"])
         load_optimizer_state(self.optimizer, state["optimizer"])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state, self.rank)
 
     def loss(self, video: torch.Tensor) -> torch.Tensor:
         """Masked prediction loss of one batch, averaged over the mask families."""

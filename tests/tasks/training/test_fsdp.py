@@ -26,7 +26,9 @@ from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import (
     WorkerContext,
     full_state,
+    gather_generator_states,
     load_optimizer_state,
+    restore_generator,
     scalar,
     shard_model,
     shard_plan,
@@ -154,6 +156,9 @@ def test_fsdp_pretrain_on_two_workers_exports_and_resumes(
 
     encoder = load_encoder(summary["checkpoint"])  # full shapes: the shards were gathered
     saved = store.load(4)["job"]
+    # each rank's own random stream is saved, so a resume does not give every rank rank 0's
+    generators = saved["generators"]
+    assert len(generators) == 2 and not torch.equal(generators[0], generators[1])
     for name, value in encoder.state_dict().items():
         torch.testing.assert_close(value, saved["target"][name])
     predictor = load_predictor(summary["predictor"])
@@ -163,3 +168,26 @@ def test_fsdp_pretrain_on_two_workers_exports_and_resumes(
     assert not torch.equal(
         initial["blocks.0.attn.qkv.weight"], saved["target"]["blocks.0.attn.qkv.weight"]
     )
+
+
+def test_each_rank_gets_its_own_generator_back() -> None:
+    def fresh(rank: int) -> torch.Generator:
+        return torch.Generator().manual_seed(1000 * rank)
+
+    saved = [fresh(0), fresh(1)]
+    for generator in saved:
+        torch.rand(3, generator=generator)  # advance both streams
+    state = {
+        "generator": saved[0].get_state(),
+        "generators": [g.get_state() for g in saved],
+    }
+    assert gather_generator_states(saved[1])[0].equal(saved[1].get_state())  # no process group
+    for rank in (0, 1):
+        restored = fresh(rank)
+        restore_generator(restored, state, rank)
+        assert torch.equal(restored.get_state(), saved[rank].get_state())
+    # an old checkpoint (rank 0's state only): rank 1 keeps its own seed, never rank 0's stream
+    old = {"generator": saved[0].get_state()}
+    other = fresh(1)
+    restore_generator(other, old, 1)
+    assert torch.equal(other.get_state(), fresh(1).get_state())
