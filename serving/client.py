@@ -21,6 +21,19 @@ from serving.codec import CONTENT_TYPE, decode_array, pack
 from serving.schemas import PlanResult
 
 
+def wait_healthy(url: str, timeout: float = 120.0) -> None:
+    """Block until `{url}/healthz` answers 200 (a server starting up); error after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise ServingError(f"{url} did not become healthy in {timeout:g} s")
+
+
 class ServingError(RuntimeError):
     """The server refused the request (4xx) or kept failing after all retries."""
 

@@ -7,19 +7,18 @@ shared 2-CPU Ray cluster gets its CPUs back for the other areas' tests.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
 
 from modeling.ac_predictor import ACPredictor, ac_tiny
 from modeling.encoder import VisionEncoder, tiny
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
+from serving.client import wait_healthy
 from serving.config import Replicas, ServingConfig
 
 SMALL_CEM = {"num_samples": 16, "num_elites": 4, "num_iterations": 2, "horizon": 2}
@@ -57,18 +56,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become healthy in {timeout}s")
 
 
 @contextmanager

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
 from flows.cli import main
+from serving.client import wait_healthy
 from tasks.training.posttrain import PosttrainJob
 
 TOKEN = "planning-test-token"
@@ -50,14 +49,7 @@ def planner_url(
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(url)
         yield url
     finally:
         serve.shutdown()
