@@ -104,14 +104,13 @@ Case = tuple[Callable[[Any, int], Any], Iterator[Any], dict[str, Iterator[Any]]]
 
 def pretrain_case(data: str, batch_size: int) -> Case:
     """(train_step, in-memory batches, real-path batches by reader) for pretraining."""
-    job = PretrainJob(
-        PretrainConfig(data=data, output="unused", batch_size=batch_size), WorkerContext.local()
-    )
+    config = PretrainConfig(data=data, output="unused", batch_size=batch_size)
+    job = PretrainJob(config, WorkerContext.local())
     dataset = read_clips(data, columns=["clip_id", "shape", "frames"])
     dataset = cache_if_small(dataset, decoded_bytes(data))
 
     def make_source(shard: Any) -> Source:
-        return clip_batches(shard, batch_size)
+        return clip_batches(shard, batch_size, shuffle_buffer=config.shuffle_buffer)
 
     held = list(make_source(split(dataset))(0))
     return job.train_step, forever(lambda: held), readers(dataset, make_source)

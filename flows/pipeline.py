@@ -10,7 +10,6 @@ same work folder finishes an interrupted run instead of starting over.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.collect import collect_flow
 from flows.curate import curate_flow
+from flows.demo_config import DemoConfig
 from flows.evaluate import eval_planning_flow
 from flows.posttrain import posttrain_flow
 from flows.pretrain import pretrain_flow
@@ -29,49 +29,13 @@ from flows.probe import probe_flow
 from flows.report import write_report
 from tasks import storage
 from tasks.planning.evaluate import EvalConfig
-from tasks.robot import POINT_REACH_ID
-from tasks.runtime import ensure_ray, local_uri
+from tasks.runtime import ensure_ray
 from tasks.training.launch import ScaleConfig
 from tasks.training.posttrain import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
 
 TOKEN_ENV = "VJEPA_DEMO_TOKEN"
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    """Sizes of every stage; the defaults finish on a 2-core laptop CPU."""
-
-    workdir: str = "work/demo"
-    videos: int = 96
-    video_seconds: float = 6.0
-    fps: int = 4
-    frames: int = 8
-    size: int = 64
-    preset: str = "tiny"
-    # The recipe that beat a random-init encoder on held-out clips (3 of 3 seeds, in-process):
-    # a short, gentle run whose EMA momentum rises to 1.0, mild crops for 64 px clips.
-    pretrain_steps: int = 150
-    pretrain_lr: float = 2e-4
-    ema: float = 0.996
-    crop_scale: tuple[float, float] = (0.6, 1.0)
-    probe_steps: int = 300
-    probe_lrs: tuple[float, ...] = (1e-3, 3e-3)
-    # one head's held-out score moves by about +-0.1 with its initialisation alone (72 clips):
-    # every rate trains several heads and is scored by their mean
-    probe_heads: int = 3
-    env: str = POINT_REACH_ID
-    episodes: int = 40
-    steps_per_episode: int = 25
-    posttrain_steps: int = 600
-    control_fps: float = 5.0  # PointReach records at 10 Hz; at 5 Hz a step moves the disc visibly
-    eval_episodes: int = 10
-    goal_steps: int = 40
-    seed: int = 0
-
-    def path(self, name: str) -> str:
-        return storage.join(local_uri(self.workdir), name)
 
 
 @task(name="sample-videos", cache_policy=NO_CACHE)
@@ -124,22 +88,40 @@ def served(bundle: str) -> Iterator[str]:
         serve.shutdown()
 
 
-def _probes(config: DemoConfig, encoder: str, labels: str, scale: ScaleConfig) -> dict[str, Any]:
-    results = {}
-    for name, spec in (("pretrained", encoder), ("random", RANDOM_PREFIX + config.preset)):
-        probe_config = ProbeConfig(
-            encoder=spec,
-            data=config.path("curated"),
-            labels=labels,
-            output=config.path(f"probe-{name}"),
-            steps=config.probe_steps,
-            learning_rates=config.probe_lrs,
-            heads_per_lr=config.probe_heads,
-            seed=config.seed,
-            resume=True,
-        )
-        results[name] = probe_flow(probe_config, scale)
+def _probes(
+    config: DemoConfig, encoder: str, labels: str, scale: ScaleConfig
+) -> dict[str, dict[str, Any]]:
+    """`label -> {"pretrained": summary, "random": summary}`: both encoders probed identically."""
+    results: dict[str, dict[str, Any]] = {}
+    for column in config.probe_labels:
+        results[column] = {}
+        for name, spec in (("pretrained", encoder), ("random", RANDOM_PREFIX + config.preset)):
+            probe_config = ProbeConfig(
+                encoder=spec,
+                data=config.path("curated"),
+                labels=labels,
+                label_column=column,
+                output=config.path(f"probe-{column}-{name}"),
+                steps=config.probe_steps,
+                learning_rates=config.probe_lrs,
+                heads_per_lr=config.probe_heads,
+                seed=config.seed,
+                resume=True,
+            )
+            results[column][name] = probe_flow(probe_config, scale)
     return results
+
+
+def probe_figures(probes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per label: mean top-1 over the heads and its spread, for both encoders."""
+    return {
+        column: {
+            key: float(summary.get(field, 0.0))
+            for name, summary in pair.items()
+            for key, field in ((name, "accuracy"), (f"{name}_std", "accuracy_std"))
+        }
+        for column, pair in probes.items()
+    }
 
 
 @flow(name="demo")
@@ -201,11 +183,11 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
             server=url,
             token_env=TOKEN_ENV,
         )
+    headline = probes[config.probe_labels[0]]
     stages = {
         "curate": curated,
         "pretrain": pretrained,
-        "probe_pretrained": probes["pretrained"],
-        "probe_random": probes["random"],
+        "probes": probes,
         "posttrain": posttrained,
         "planning": evaluation,
     }
@@ -213,15 +195,17 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
     return {
         "curated": curated["output"],
         "encoder": pretrained["checkpoint"],
-        "probe": probes["pretrained"]["checkpoint"],
+        "probe": headline["pretrained"]["checkpoint"],
         "world_model": posttrained["checkpoint"],
         "report": report,
         "pretrain_first_loss": pretrained["first_loss"],
         "pretrain_final_loss": pretrained["final_loss"],
-        "probe_accuracy": probes["pretrained"]["accuracy"],
-        "random_probe_accuracy": probes["random"]["accuracy"],
-        "probe_accuracy_std": probes["pretrained"].get("accuracy_std", 0.0),
-        "random_probe_accuracy_std": probes["random"].get("accuracy_std", 0.0),
+        "probe_label": config.probe_labels[0],
+        "probe_accuracy": headline["pretrained"]["accuracy"],
+        "random_probe_accuracy": headline["random"]["accuracy"],
+        "probe_accuracy_std": headline["pretrained"].get("accuracy_std", 0.0),
+        "random_probe_accuracy_std": headline["random"].get("accuracy_std", 0.0),
+        "probes": probe_figures(probes),
         "heldout_rollout_error": posttrained["heldout_rollout_error"],
         "heldout_copy_error": posttrained["heldout_copy_error"],
         "success_rate": evaluation["success_rate"],

@@ -35,10 +35,19 @@ def comparison_plot(stages: Stages, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
-    probe = [stages["probe_pretrained"]["accuracy"], stages["probe_random"]["accuracy"]]
-    axes[0].bar(["pretrained", "random init"], probe, color=["tab:blue", "tab:gray"])
+    probes = stages["probes"]
+    labels = list(probes)
+    width = 0.38
+    for offset, (name, colour) in enumerate((("pretrained", "tab:blue"), ("random", "tab:gray"))):
+        positions = [index + (offset - 0.5) * width for index in range(len(labels))]
+        heights = [probes[label][name]["accuracy"] for label in labels]
+        errors = [probes[label][name].get("accuracy_std", 0.0) for label in labels]
+        shown = "random init" if name == "random" else name
+        axes[0].bar(positions, heights, width, yerr=errors, color=colour, label=shown)
+    axes[0].set_xticks(range(len(labels)), labels)
     axes[0].set_title("probe top-1 (held out)")
     axes[0].set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
     planning = stages["planning"]
     success = [planning["success_rate"], planning["random_success_rate"]]
     axes[1].bar(["CEM planner", "random actions"], success, color=["tab:green", "tab:gray"])
@@ -51,7 +60,6 @@ def comparison_plot(stages: Stages, path: Path) -> None:
 
 def _sections(stages: Stages) -> list[str]:
     curate, pretrain = stages["curate"], stages["pretrain"]
-    probe, random_probe = stages["probe_pretrained"], stages["probe_random"]
     post, planning = stages["posttrain"], stages["planning"]
     return [
         "## Curation\n\n"
@@ -79,18 +87,20 @@ def _sections(stages: Stages) -> list[str]:
             ],
         )
         + "\n\n![pretraining loss](pretrain_loss.png)",
-        "## Attentive probe (motion direction, held-out clips)\n\n"
+        "## Attentive probes (held-out clips)\n\n"
         + _table(
-            ("encoder", "top-1 (mean of heads)", "spread", "best lr", "held-out clips"),
+            ("label", "encoder", "top-1 (mean of heads)", "spread", "best lr", "held-out clips"),
             [
                 (
-                    name,
+                    label,
+                    "random init" if name == "random" else name,
                     result["accuracy"],
                     result.get("accuracy_std", 0.0),
                     result["best_lr"],
                     result["heldout_clips"],
                 )
-                for name, result in (("pretrained", probe), ("random init", random_probe))
+                for label, pair in stages["probes"].items()
+                for name, result in pair.items()
             ],
         ),
         "## Action-conditioned post-training\n\n"

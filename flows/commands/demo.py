@@ -21,20 +21,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "folder. Running it again on the same folder resumes rather than restarts."
         ),
     )
-    parser.add_argument("--workdir", default="work/demo", help="work folder (default work/demo)")
-    parser.add_argument("--videos", type=int, default=96, help="sample videos (default 96)")
-    parser.add_argument("--pretrain-steps", type=int, default=150)
-    parser.add_argument("--probe-steps", type=int, default=300)
-    parser.add_argument("--episodes", type=int, default=40, help="robot episodes to collect")
-    parser.add_argument("--posttrain-steps", type=int, default=600)
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    from flows.demo_config import DemoConfig
+
+    defaults = DemoConfig()
+    parser.add_argument(
+        "--workdir", default=defaults.workdir, help=f"work folder (default {defaults.workdir})"
+    )
+    for flag, help_text in (
+        ("videos", "sample videos"),
+        ("pretrain_steps", "pretraining steps"),
+        ("probe_steps", "steps of every probe head"),
+        ("episodes", "robot episodes to collect"),
+        ("posttrain_steps", "AC post-training steps"),
+        ("eval_episodes", "closed-loop planning episodes"),
+        ("seed", "seed of every stage"),
+    ):
+        default = getattr(defaults, flag)
+        parser.add_argument(
+            "--" + flag.replace("_", "-"), type=int, default=default,
+            help=f"{help_text} (default {default})",
+        )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print URIs and figures as JSON last")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.pipeline import DemoConfig, demo_flow
+    from flows.demo_config import DemoConfig
+    from flows.pipeline import demo_flow
 
     counts = (args.videos, args.pretrain_steps, args.probe_steps, args.episodes)
     if min(*counts, args.posttrain_steps, args.eval_episodes) < 1 or args.videos < 8:
@@ -52,12 +65,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result = demo_flow(config)
     minutes = (time.monotonic() - started) / 60
+    probe_lines = "".join(
+        f"  probe top-1 on {label} (mean of heads +- spread): pretrained "
+        f"{figures['pretrained']:.3f} +- {figures['pretrained_std']:.3f} vs random init "
+        f"{figures['random']:.3f} +- {figures['random_std']:.3f}\n"
+        for label, figures in result["probes"].items()
+    )
     print(
         f"\ndemo finished in {minutes:.1f} min; report: {result['report']}\n"
-        f"  probe top-1 (mean of heads +- spread): pretrained {result['probe_accuracy']:.3f}"
-        f" +- {result['probe_accuracy_std']:.3f} vs random init "
-        f"{result['random_probe_accuracy']:.3f} +- {result['random_probe_accuracy_std']:.3f}\n"
-        f"  AC held-out rollout error {result['heldout_rollout_error']:.4f} vs copy-last-frame "
+        + probe_lines
+        + f"  AC held-out rollout error {result['heldout_rollout_error']:.4f} vs copy-last-frame "
         f"{result['heldout_copy_error']:.4f}\n"
         f"  planning success {result['success_rate']:.2f} vs random {result['random_success_rate']:.2f}"
     )

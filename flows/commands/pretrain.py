@@ -48,6 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="area range of the random resized crop (default 0.3 1.0)",
     )
     parser.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=256,
+        help="clips each worker holds for shuffling (default 256; lower it for large clips)",
+    )
+    parser.add_argument(
         "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
     )
     add_job_arguments(parser)
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             ema_final=args.ema_final,
             grad_clip=args.grad_clip or None,
             crop_scale=tuple(args.crop_scale),
+            shuffle_buffer=args.shuffle_buffer,
             checkpoint_every=args.checkpoint_every,
             seed=args.seed,
             resume=args.resume,

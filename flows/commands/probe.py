@@ -31,7 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--labels", required=True, help="parquet table with `source` and a label column"
     )
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
-    parser.add_argument("--label-column", default="label", help="integer class column")
+    parser.add_argument(
+        "--label-column",
+        default="label",
+        help="class column: integer indices or class names (default label)",
+    )
     parser.add_argument(
         "--lr",
         type=float,

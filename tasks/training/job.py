@@ -222,19 +222,23 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 def batches_from_shard(
-    name: str, batch_size: int, seed: int = 0
+    name: str, batch_size: int, seed: int = 0, shuffle_buffer: int | None = None
 ) -> Callable[[int], Iterable[torch.Tensor]]:
     """Epoch -> float clip batches `(B, C, T, H, W)` from this worker's Ray Data shard."""
     import ray.train
 
-    return clip_batches(ray.train.get_dataset_shard(name), batch_size, seed)
+    return clip_batches(ray.train.get_dataset_shard(name), batch_size, seed, shuffle_buffer)
 
 
-def clip_batches(shard: Any, batch_size: int, seed: int = 0) -> Callable[[int], Iterable[Any]]:
+def clip_batches(
+    shard: Any, batch_size: int, seed: int = 0, shuffle_buffer: int | None = None
+) -> Callable[[int], Iterable[Any]]:
     """Epoch -> float clip batches `(B, C, T, H, W)` in [0, 1] from a Ray `DataIterator`.
 
-    Rows pass a local shuffle buffer of 4 batches seeded by `seed + epoch`, so a
-    resumed run sees the same clips in the same order.
+    Rows pass a local shuffle buffer of `shuffle_buffer` clips (default 4 batches, never
+    less than one batch) seeded by `seed + epoch`, so a resumed run sees the same clips in
+    the same order. Curated shards keep a source's clips together: a small buffer puts
+    neighbouring clips of the same few videos into every batch.
     """
     from tasks.clips import collate_clips
 
@@ -243,7 +247,7 @@ def clip_batches(shard: Any, batch_size: int, seed: int = 0) -> Callable[[int], 
             batch_size=batch_size,
             batch_format="numpy",
             drop_last=True,
-            local_shuffle_buffer_size=4 * batch_size,
+            local_shuffle_buffer_size=max(batch_size, shuffle_buffer or 4 * batch_size),
             local_shuffle_seed=seed + epoch,
         ):
             yield collate_clips(batch)["video"]  # (B, C, T, H, W) in [0, 1]

@@ -72,14 +72,18 @@ class PretrainConfig:
     grad_clip: float | None = 1.0
     # Area fraction range of the random-resized crop.
     crop_scale: tuple[float, float] = (0.3, 1.0)
+    # Clips each worker holds for its local shuffle. Curated shards keep a video's clips
+    # together; 256 mixes a few hundred videos per batch (25 MB at 64 px x 8 frames,
+    # 800 MB at 256 px x 16 frames: lower it for large clips on small workers).
+    shuffle_buffer: int = 256
     checkpoint_every: int = 50
     log_every: int = 10
     seed: int = 0
     resume: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
+        if min(self.steps, self.batch_size, self.checkpoint_every, self.shuffle_buffer) < 1:
+            raise ValueError("steps, batch_size, checkpoint_every and shuffle_buffer must be >= 1")
         if not 0 <= self.ema_momentum <= 1:
             raise ValueError(f"ema_momentum must be in [0, 1], got {self.ema_momentum}")
         if self.ema_final is not None and not self.ema_momentum <= self.ema_final <= 1:
@@ -232,7 +236,9 @@ def pretrain_loop(config_values: dict[str, Any]) -> None:
     config = PretrainConfig(**config_values)
     context = worker_context()
     job = PretrainJob(config, context)
-    source = batches_from_shard("train", config.batch_size, seed=config.seed)
+    source = batches_from_shard(
+        "train", config.batch_size, seed=config.seed, shuffle_buffer=config.shuffle_buffer
+    )
     loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name="pretrain")
     run_loop(
         job,

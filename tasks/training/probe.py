@@ -5,10 +5,11 @@ split by source (stratified per class, deterministic), so no video has clips on
 both sides. The frozen encoder's tokens are computed once per clip; several
 attentive probes per learning rate (differently seeded heads, the same seeds for
 every rate) train side by side on the same batches in one job, as the paper
-trains several heads at once. Each head is scored by top-1 accuracy on the
-held-out clips; a rate's score is the mean over its heads (reported with their
-spread), the best rate's mean is the job's accuracy, and that rate's best head
-is exported as `final/probe.safetensors`.
+trains several heads at once; every rate warms up, then decays on a cosine.
+Each head is scored by top-1 accuracy on the held-out clips; a rate's score
+is the mean over its heads (reported with their spread), the best rate's mean
+is the job's accuracy, and that rate's best head is exported as
+`final/probe.safetensors`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -73,8 +75,7 @@ class ProbeConfig:
             encoder_presets.preset(self.encoder[len(RANDOM_PREFIX) :])
 
 
-def read_labels(uri: str, column: str) -> dict[str, int]:
-    """`source -> class index` from a parquet labels table (columns `source` and `column`)."""
+def _label_values(uri: str, column: str) -> tuple[list[str], list[Any]]:
     fs, path = storage.filesystem(uri)
     if not fs.exists(path):
         raise FileNotFoundError(f"labels table not found: {uri}")
@@ -82,12 +83,43 @@ def read_labels(uri: str, column: str) -> dict[str, int]:
     missing = {"source", column} - set(table.column_names)
     if missing:
         raise ValueError(f"{uri} lacks column(s) {sorted(missing)}; it has {table.column_names}")
-    return {
-        str(source): int(label)
-        for source, label in zip(
-            table.column("source").to_pylist(), table.column(column).to_pylist(), strict=True
+    sources = [str(source) for source in table.column("source").to_pylist()]
+    values = table.column(column).to_pylist()
+    empty = [source for source, value in zip(sources, values, strict=True) if value is None]
+    if empty:
+        raise ValueError(
+            f"{uri}: column {column!r} is empty for {len(empty)} row(s), e.g. {empty[0]}"
         )
-    }
+    return sources, values
+
+
+def class_names(uri: str, column: str) -> list[str] | None:
+    """The class names of a text label column, in class-index order; None for integer labels."""
+    _, values = _label_values(uri, column)
+    if all(isinstance(value, str) for value in values):
+        return sorted(set(values))
+    return None
+
+
+def read_labels(uri: str, column: str) -> dict[str, int]:
+    """`source -> class index` from a parquet labels table (columns `source` and `column`).
+
+    Integer columns are class indices already; a text column (e.g. `shape`) is mapped to
+    indices in sorted name order, as `class_names` lists them.
+    """
+    sources, values = _label_values(uri, column)
+    names = class_names(uri, column)
+    if names is not None:
+        index = {name: position for position, name in enumerate(names)}
+        return {source: index[value] for source, value in zip(sources, values, strict=True)}
+    if not all(isinstance(value, int) or float(value).is_integer() for value in values):
+        raise ValueError(
+            f"{uri}: column {column!r} must hold class indices or class names, got {values[0]!r}"
+        )
+    labels = {source: int(value) for source, value in zip(sources, values, strict=True)}
+    if min(labels.values()) < 0:
+        raise ValueError(f"{uri}: column {column!r} has negative class indices")
+    return labels
 
 
 def split_sources(labels: dict[str, int], fraction: float, seed: int) -> set[str]:
@@ -129,6 +161,19 @@ def encode_dataset(
     return torch.cat(features), torch.cat(labels)
 
 
+def lr_factor(step: int, steps: int, warmup_fraction: float = 0.1) -> float:
+    """Learning-rate multiplier at `step` (0-based): linear warmup, then cosine decay to 0.
+
+    As the official probe recipe does; each head ends at a converged point rather than
+    wherever its last constant-rate steps left it, which steadies the held-out score.
+    """
+    warmup = max(1, int(steps * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class ProbeSweep:
     """`heads_per_lr` attentive probes per learning rate, trained side by side on the same batches.
 
@@ -141,6 +186,7 @@ class ProbeSweep:
         self.context = context
         self.heads = config.heads_per_lr
         self.learning_rates = config.learning_rates
+        self.steps = config.steps
         initial = [
             AttentiveProbe(probe_presets.tiny(width, num_classes)) for _ in range(self.heads)
         ]
@@ -172,7 +218,11 @@ class ProbeSweep:
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, float]:
         tokens, labels = (t.to(self.context.device) for t in batch)
         losses = []
-        for wrapped, optimizer in zip(self.wrapped, self.optimizers, strict=True):
+        factor = lr_factor(step, self.steps)
+        rates = [lr for lr in self.learning_rates for _ in range(self.heads)]
+        for wrapped, optimizer, rate in zip(self.wrapped, self.optimizers, rates, strict=True):
+            for group in optimizer.param_groups:
+                group["lr"] = rate * factor
             loss = F.cross_entropy(wrapped(tokens), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -308,4 +358,9 @@ def run_probe(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
         datasets=datasets,
         unsplit=("heldout",),
     )
-    return read_summary(config.output)
+    summary = read_summary(config.output)
+    names = class_names(config.labels, config.label_column)
+    if names is not None and summary.get("classes") != names:
+        summary = {**summary, "label_column": config.label_column, "classes": names}
+        write_summary(config.output, summary)
+    return summary

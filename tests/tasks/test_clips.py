@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,3 +59,35 @@ def test_reader_yields_training_batches(ray_cluster: None, tmp_path: Path) -> No
     assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0 and float(video.std()) > 0.01
     ids = [clip for batch in batches for clip in batch["clip_id"]]
     assert len(set(ids)) == 6
+
+
+def _ordered_clips(count: int) -> Any:
+    import ray.data
+
+    rows = [
+        {
+            "clip_id": f"c{index:03d}",
+            "shape": [2, 4, 4, 3],
+            "frames": np.full((2, 4, 4, 3), index, dtype=np.uint8).tobytes(),
+        }
+        for index in range(count)
+    ]
+    return ray.data.from_items(rows)
+
+
+def _first_batches(dataset: Any, shuffle_buffer: int | None, seed: int = 0) -> list[int]:
+    from tasks.training.job import clip_batches
+
+    epoch = clip_batches(dataset.iterator(), 4, seed=seed, shuffle_buffer=shuffle_buffer)
+    first = next(iter(epoch(0)))  # (4, C, T, H, W); every pixel of clip i is i / 255
+    return [round(float(clip[0, 0, 0, 0]) * 255) for clip in first]
+
+
+@pytest.mark.ray
+def test_clip_batches_shuffle_buffer_mixes_far_apart_clips(ray_cluster: None) -> None:
+    dataset = _ordered_clips(128)
+    near = _first_batches(dataset, None)  # default: 4 batches = 16 clips held
+    far = _first_batches(dataset, 128)
+    assert max(near) < 16 + 4 and max(far) >= 16
+    assert _first_batches(dataset, 128) == far  # same seed and epoch: same order (resume)
+    assert _first_batches(dataset, 128, seed=1) != far

@@ -37,6 +37,7 @@ def test_pretrain_then_probe_commands(
         "--crop-scale",
         "0.6",
         "1.0",
+        "--shuffle-buffer=16",
         "--json",
     ]
     assert main(pretrain) == 0
@@ -49,6 +50,7 @@ def test_pretrain_then_probe_commands(
         f"--data={curated_dir}",
         f"--labels={sample_dir / 'labels.parquet'}",
         f"--output={tmp_path / 'probe'}",
+        "--label-column=shape",  # a text column: class names, indexed in sorted order
         "--steps=2",
         "--heads=2",
         "--json",
@@ -57,6 +59,8 @@ def test_pretrain_then_probe_commands(
     result = last_json(capsys.readouterr().out)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["heldout_clips"] > 0
     assert result["heads_per_lr"] == 2 and result["accuracy_std"] >= 0.0
+    assert result["label_column"] == "shape"
+    assert result["classes"] == sorted(result["classes"]) and 2 <= len(result["classes"]) <= 3
 
 
 def test_pretrain_rejects_a_bad_crop_scale(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -80,3 +82,17 @@ def test_feature_batches_cover_each_epoch_once_in_a_seeded_order() -> None:
     assert sorted(seen.tolist()) == list(range(10))
     again = torch.cat([batch_labels for _, batch_labels in epoch(0)])
     assert torch.equal(seen, again)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    from tasks.training.probe import lr_factor
+
+    factors = [lr_factor(step, 100) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    after = factors[9:]
+    assert all(a >= b for a, b in itertools.pairwise(after)) and after[-1] < 0.01
+    sweep = _sweep(steps=100)
+    tokens, labels = torch.randn(6, 5, 24), torch.arange(6) % 3
+    sweep.train_step((tokens, labels), 0)
+    assert sweep.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.1)
+    assert sweep.optimizers[-1].param_groups[0]["lr"] == pytest.approx(3e-3 * 0.1)
