@@ -96,9 +96,11 @@ def _label_values(uri: str, column: str) -> tuple[list[str], list[Any]]:
 def class_names(uri: str, column: str) -> list[str] | None:
     """The class names of a text label column, in class-index order; None for integer labels."""
     _, values = _label_values(uri, column)
-    if all(isinstance(value, str) for value in values):
-        return sorted(set(values))
-    return None
+    return _text_classes(values)
+
+
+def _text_classes(values: list[Any]) -> list[str] | None:
+    return sorted(set(values)) if all(isinstance(value, str) for value in values) else None
 
 
 def read_labels(uri: str, column: str) -> dict[str, int]:
@@ -108,7 +110,7 @@ def read_labels(uri: str, column: str) -> dict[str, int]:
     indices in sorted name order, as `class_names` lists them.
     """
     sources, values = _label_values(uri, column)
-    names = class_names(uri, column)
+    names = _text_classes(values)  # the table is read once
     if names is not None:
         index = {name: position for position, name in enumerate(names)}
         return {source: index[value] for source, value in zip(sources, values, strict=True)}
