@@ -184,6 +184,8 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
             token_env=TOKEN_ENV,
         )
     headline = probes[config.probe_labels[0]]
+    figures = probe_figures(probes)
+    top = figures[config.probe_labels[0]]
     stages = {
         "curate": curated,
         "pretrain": pretrained,
@@ -201,11 +203,11 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
         "pretrain_first_loss": pretrained["first_loss"],
         "pretrain_final_loss": pretrained["final_loss"],
         "probe_label": config.probe_labels[0],
-        "probe_accuracy": headline["pretrained"]["accuracy"],
-        "random_probe_accuracy": headline["random"]["accuracy"],
-        "probe_accuracy_std": headline["pretrained"].get("accuracy_std", 0.0),
-        "random_probe_accuracy_std": headline["random"].get("accuracy_std", 0.0),
-        "probes": probe_figures(probes),
+        "probe_accuracy": top["pretrained"],
+        "random_probe_accuracy": top["random"],
+        "probe_accuracy_std": top["pretrained_std"],
+        "random_probe_accuracy_std": top["random_std"],
+        "probes": figures,
         "heldout_rollout_error": posttrained["heldout_rollout_error"],
         "heldout_copy_error": posttrained["heldout_copy_error"],
         "success_rate": evaluation["success_rate"],
