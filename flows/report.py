@@ -12,6 +12,9 @@ from tasks.training.outputs import fetch_file, upload_file
 
 Stages = Mapping[str, Mapping[str, Any]]
 
+# How the report names the two encoders that every probe compares.
+ENCODER_NAMES = {"pretrained": "pretrained", "random": "random init"}
+
 
 def _figure(value: Any) -> str:
     if isinstance(value, bool):
@@ -42,8 +45,7 @@ def comparison_plot(stages: Stages, path: Path) -> None:
         positions = [index + (offset - 0.5) * width for index in range(len(labels))]
         heights = [probes[label][name]["accuracy"] for label in labels]
         errors = [probes[label][name].get("accuracy_std", 0.0) for label in labels]
-        shown = "random init" if name == "random" else name
-        axes[0].bar(positions, heights, width, yerr=errors, color=colour, label=shown)
+        axes[0].bar(positions, heights, width, yerr=errors, color=colour, label=ENCODER_NAMES[name])
     axes[0].set_xticks(range(len(labels)), labels)
     axes[0].set_title("probe top-1 (held out)")
     axes[0].set_ylim(0, 1)
@@ -93,7 +95,7 @@ def _sections(stages: Stages) -> list[str]:
             [
                 (
                     label,
-                    "random init" if name == "random" else name,
+                    ENCODER_NAMES.get(name, name),
                     result["accuracy"],
                     result.get("accuracy_std", 0.0),
                     result["best_lr"],
