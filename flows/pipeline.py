@@ -31,7 +31,7 @@ from tasks import storage
 from tasks.planning.evaluate import EvalConfig
 from tasks.runtime import ensure_ray
 from tasks.training.launch import ScaleConfig
-from tasks.training.posttrain import PosttrainConfig
+from tasks.training.posttrain_inputs import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
 

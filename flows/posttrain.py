@@ -10,7 +10,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import publish_summary
 from tasks.runtime import ensure_ray
 from tasks.training.launch import ScaleConfig
-from tasks.training.posttrain import PosttrainConfig, run_posttrain
+from tasks.training.posttrain import run_posttrain
+from tasks.training.posttrain_inputs import PosttrainConfig
 
 HEADLINE = (
     "job",

@@ -5,7 +5,7 @@ The checkpoint loaders are re-exported here (`modeling.load_encoder(path)` reads
 an official `.pt`, a Hugging Face `vjepa2` folder or the project's own file).
 """
 
-from modeling.ac_predictor import load_ac_predictor
+from modeling.ac_checkpoints import load_ac_predictor
 from modeling.checkpoints import load_encoder, load_predictor, load_probe, save_model
 from modeling.world_model import load_world_model
 

@@ -169,7 +169,7 @@ def save_world_model(folder: str | Path, model: WorldModel) -> Path:
 
 def load_world_model(folder: str | Path) -> WorldModel:
     """Load a bundle written by `save_world_model`; errors name the missing file."""
-    from modeling.ac_predictor import load_ac_predictor
+    from modeling.ac_checkpoints import load_ac_predictor
     from modeling.checkpoints import load_encoder
 
     source = Path(folder)

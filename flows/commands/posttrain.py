@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from flows.commands.common import UsageError, add_job_arguments, emit_json, scale_config
 
 if TYPE_CHECKING:
-    from tasks.training.posttrain import PosttrainConfig
+    from tasks.training.posttrain_inputs import PosttrainConfig
 
 ORDER = 50
 
@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _config(args: argparse.Namespace) -> PosttrainConfig:
     from tasks.runtime import local_uri
-    from tasks.training.posttrain import PosttrainConfig
+    from tasks.training.posttrain_inputs import PosttrainConfig
 
     try:
         return PosttrainConfig(
@@ -88,7 +88,7 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     from tasks.training.launch import ExistingRunError, check_output
-    from tasks.training.posttrain import check_encoder, describe_dataset
+    from tasks.training.posttrain_inputs import check_encoder, describe_dataset
 
     config = _config(args)
     try:  # fail fast, before Prefect and Ray start

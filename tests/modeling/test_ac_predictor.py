@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modeling.ac_checkpoints import infer_ac_config, load_ac_predictor, save_ac_predictor
 from modeling.ac_predictor import (
     ACPredictor,
     ACPredictorConfig,
@@ -17,9 +18,6 @@ from modeling.ac_predictor import (
     ac_tiny,
     ac_vitg,
     additive_state_update,
-    infer_ac_config,
-    load_ac_predictor,
-    save_ac_predictor,
     scaled_state_update,
 )
 from modeling.checkpoints import CheckpointError

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flows.cli import build_parser
-from tasks.training.posttrain import PosttrainConfig
+from tasks.training.posttrain_inputs import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import ProbeConfig
 

@@ -19,12 +19,8 @@ from tasks.planning.rollouts import numpy_batches
 from tasks.robot.collect import CollectConfig, collect
 from tasks.robot.windows import iter_windows
 from tasks.training.job import WorkerContext
-from tasks.training.posttrain import (
-    PosttrainConfig,
-    PosttrainJob,
-    describe_dataset,
-    export_bundle,
-)
+from tasks.training.posttrain import PosttrainJob, export_bundle
+from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
 
 EPISODES, STEPS, TRAIN_STEPS = 40, 20, 600
 

@@ -22,13 +22,8 @@ from tasks.robot.lerobot_read import LeRobotFormatError
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext
 from tasks.training.launch import ExistingRunError, ScaleConfig
-from tasks.training.posttrain import (
-    PosttrainConfig,
-    PosttrainJob,
-    describe_dataset,
-    run_posttrain,
-    split_episodes,
-)
+from tasks.training.posttrain import PosttrainJob, run_posttrain
+from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset, split_episodes
 
 
 @pytest.fixture(scope="module")
