@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tasks.runtime import local_uri
-    from tasks.training.launch import ExistingRunError
+    from tasks.training.launch import ExistingRunError, ScaleError
     from tasks.training.pretrain import PretrainConfig
 
     try:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = pretrain_flow(config, scale_config(args))
-    except (ExistingRunError, FileNotFoundError) as error:
+    except (ExistingRunError, FileNotFoundError, ScaleError) as error:
         raise UsageError(str(error)) from error
     print(
         f"pretrained {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "

@@ -58,6 +58,37 @@ def cache_if_small(dataset: Any, approx_bytes: int, limit: int = IN_MEMORY_LIMIT
     return dataset.materialize() if approx_bytes <= limit else dataset
 
 
+class ScaleError(ValueError):
+    """The workers asked for cannot run on this Ray cluster."""
+
+
+def check_resources(scale: ScaleConfig, datasets: dict[str, Any] | None) -> None:
+    """A clear error instead of a silent hang: on a local Ray (no `RAY_ADDRESS`, so no autoscaler
+    to add nodes) the workers must fit in the cluster, and a dataset that still has Ray Data
+    work to do (one not materialised by `cache_if_small`) needs a CPU the workers leave free."""
+    import ray
+    from ray.data.dataset import MaterializedDataset
+
+    if os.environ.get("RAY_ADDRESS") or scale.use_gpu:
+        return
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    wanted = scale.num_workers * scale.cpus_per_worker
+    streamed = sorted(
+        name for name, data in (datasets or {}).items() if not isinstance(data, MaterializedDataset)
+    )
+    if wanted > total:
+        raise ScaleError(
+            f"{scale.num_workers} worker(s) x {scale.cpus_per_worker} CPUs need {wanted:g} CPUs; "
+            f"this Ray cluster has {total:g}: lower --workers or --cpus-per-worker"
+        )
+    if streamed and wanted > total - 1:
+        raise ScaleError(
+            f"{scale.num_workers} worker(s) x {scale.cpus_per_worker} CPUs take {wanted:g} of the "
+            f"{total:g} CPUs, leaving none for Ray Data to read {', '.join(streamed)}: "
+            "lower --workers or --cpus-per-worker"
+        )
+
+
 class ExistingRunError(Exception):
     """The output already holds checkpoints and `--resume` was not given."""
 
@@ -101,6 +132,7 @@ def fit(
     (every worker sees all of those, e.g. a held-out set scored on rank 0).
     """
     check_strategy(name, scale.strategy)
+    check_resources(scale, datasets)
     from ray.data import DataContext
     from ray.train import DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

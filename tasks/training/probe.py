@@ -345,11 +345,15 @@ def run_probe(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
     check_output(config.output, config.resume)
     labels = read_labels(config.labels, config.label_column)
     columns = ["clip_id", "source", "shape", "frames"]
-    clips = cache_if_small(read_clips(config.data, columns=columns), decoded_bytes(config.data))
+    size = decoded_bytes(config.data)
+    clips = cache_if_small(read_clips(config.data, columns=columns), size)
     heldout = split_sources(labels, config.heldout_fraction, config.seed)
+    # The labelled splits of a small dataset are materialised too, so the workers train with no
+    # Ray Data work pending and may take every CPU of the cluster (`launch.check_resources`).
+    train = clips.map_batches(AttachLabels(labels, set(labels) - heldout))
     datasets = {
-        "train": clips.map_batches(AttachLabels(labels, set(labels) - heldout)),
-        "heldout": clips.map_batches(AttachLabels(labels, heldout)),
+        "train": cache_if_small(train, size),
+        "heldout": cache_if_small(clips.map_batches(AttachLabels(labels, heldout)), size),
     }
     fit(
         probe_loop,

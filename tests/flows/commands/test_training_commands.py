@@ -78,3 +78,12 @@ def test_pretrain_rejects_a_bad_crop_scale(
     )
     assert code == 2
     assert "crop_scale" in capsys.readouterr().err
+
+
+def test_pretrain_with_more_cpus_than_the_cluster_has_is_a_usage_error(
+    curated_dir: Path, tmp_path: Path, prefect_harness: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [f"--data={curated_dir}", f"--output={tmp_path / 'x'}", "--cpus-per-worker=3"]
+    assert main(["pretrain", *args]) == 2
+    assert "this Ray cluster has 2: lower --workers or --cpus-per-worker" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "checkpoints").exists()

@@ -73,14 +73,23 @@ def _dataset() -> Any:
     return ray.data.from_items([{"x": x[i], "y": y[i]} for i in range(64)])
 
 
-def _run(output: str, steps: int, sleep: float = 0.0) -> None:
+DEFAULT_SCALE = ScaleConfig(num_workers=1, max_failures=2)
+
+
+def _run(
+    output: str,
+    steps: int,
+    sleep: float = 0.0,
+    scale: ScaleConfig = DEFAULT_SCALE,
+    dataset: Any = None,
+) -> None:
     fit(
         regression_loop,
         {"output": output, "steps": steps, "every": 10, "sleep": sleep},
         output_uri=output,
         name="regression",
-        scale=ScaleConfig(num_workers=1, max_failures=2),
-        datasets={"train": _dataset()},
+        scale=scale,
+        datasets={"train": _dataset() if dataset is None else dataset},
     )
 
 
@@ -116,3 +125,28 @@ def test_killed_worker_resumes_without_lost_or_repeated_steps(
     assert [row["step"] for row in rows] == list(range(1, 61))
     assert len({row["pid"] for row in rows}) == 2, "the worker was not replaced"
     assert store.latest_step() == 60
+
+
+def test_a_worker_may_take_every_cpu_when_the_data_is_materialised(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    output = str(tmp_path / "all-cpus")
+    _run(output, steps=10, scale=ScaleConfig(num_workers=1, cpus_per_worker=2))  # from_items
+    assert [row["step"] for row in CheckpointStore(output).metrics()] == list(range(1, 11))
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "message"),
+    [
+        (1, 2.0, "leaving none for Ray Data to read train"),  # used to hang with no message
+        (3, 1.0, "need 3 CPUs; this Ray cluster has 2"),
+    ],
+)
+def test_workers_that_cannot_run_are_a_clear_error(
+    ray_cluster: None, tmp_path: Path, workers: int, cpus: float, message: str
+) -> None:
+    streamed = _dataset().map_batches(lambda batch: batch)  # Ray Data work left to do
+    scale = ScaleConfig(num_workers=workers, cpus_per_worker=cpus)
+    with pytest.raises(ValueError, match=message):
+        _run(str(tmp_path / "refused"), steps=10, scale=scale, dataset=streamed)
+    assert CheckpointStore(str(tmp_path / "refused")).latest_step() is None
