@@ -25,7 +25,7 @@ from flows.demo_config import DemoConfig
 from flows.evaluate import eval_planning_flow
 from flows.posttrain import posttrain_flow
 from flows.pretrain import pretrain_flow
-from flows.probe import probe_flow
+from flows.probe import probe_flow, probe_job, publish_probe
 from flows.report import write_report
 from tasks import storage
 from tasks.planning.evaluate import EvalConfig
@@ -88,15 +88,26 @@ def served(bundle: str) -> Iterator[str]:
         serve.shutdown()
 
 
+def side_by_side(scale: ScaleConfig, jobs: int) -> bool:
+    """Whether `jobs` jobs of `scale` fit in the Ray cluster at once (each probe job trains on
+    cached features with one CPU, so two of them use both cores of a laptop)."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    return not scale.use_gpu and jobs * scale.num_workers * scale.cpus_per_worker <= cpus
+
+
 def _probes(
     config: DemoConfig, encoder: str, labels: str, scale: ScaleConfig
 ) -> dict[str, dict[str, Any]]:
-    """`label -> {"pretrained": summary, "random": summary}`: both encoders probed identically."""
+    """`label -> {"pretrained": summary, "random": summary}`: both encoders probed identically,
+    side by side when the cluster has the CPUs for both jobs."""
+    encoders = {"pretrained": encoder, "random": RANDOM_PREFIX + config.preset}
+    parallel = side_by_side(scale, len(encoders))
     results: dict[str, dict[str, Any]] = {}
     for column in config.probe_labels:
-        results[column] = {}
-        for name, spec in (("pretrained", encoder), ("random", RANDOM_PREFIX + config.preset)):
-            probe_config = ProbeConfig(
+        configs = {
+            name: ProbeConfig(
                 encoder=spec,
                 data=config.path("curated"),
                 labels=labels,
@@ -108,7 +119,15 @@ def _probes(
                 seed=config.seed,
                 resume=True,
             )
-            results[column][name] = probe_flow(probe_config, scale)
+            for name, spec in encoders.items()
+        }
+        if parallel:
+            futures = {name: probe_job.submit(cfg, scale) for name, cfg in configs.items()}
+            results[column] = {name: future.result() for name, future in futures.items()}
+            for name, cfg in configs.items():
+                publish_probe(cfg, results[column][name])
+        else:
+            results[column] = {name: probe_flow(cfg, scale) for name, cfg in configs.items()}
     return results
 
 

@@ -20,14 +20,19 @@ def probe_job(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
     return run_probe(config, scale)
 
 
-@flow(name="probe")
-def probe_flow(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
-    """Probe a frozen encoder; returns the summary with the best rate's mean held-out top-1."""
-    summary = probe_job(config, scale)
+def publish_probe(config: ProbeConfig, summary: dict[str, Any]) -> None:
+    """The probe's summary as a Prefect artifact, with its headline in words."""
     note = (
         f"Encoder `{config.encoder}`: held-out top-1 {summary['accuracy']:.3f} "
         f"+- {summary['accuracy_std']:.3f} (mean and spread of {summary['heads_per_lr']} probes "
         f"at lr {summary['best_lr']}, {summary['heldout_clips']} held-out clips)."
     )
     publish_summary("probe-summary", "Attentive probe", summary, note)
+
+
+@flow(name="probe")
+def probe_flow(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
+    """Probe a frozen encoder; returns the summary with the best rate's mean held-out top-1."""
+    summary = probe_job(config, scale)
+    publish_probe(config, summary)
     return summary

@@ -302,6 +302,11 @@ def export(
     return summary
 
 
+def probe_name(encoder: str) -> str:
+    """A short name of the probed encoder for progress lines: `random:tiny` or the file name."""
+    return encoder if encoder.startswith(RANDOM_PREFIX) else encoder.rstrip("/").rsplit("/", 1)[-1]
+
+
 def probe_loop(config_values: dict[str, Any]) -> None:
     """`train_loop_per_worker` of the probing `TorchTrainer`."""
     import ray.train
@@ -316,7 +321,8 @@ def probe_loop(config_values: dict[str, Any]) -> None:
     num_classes = int(max(train[1].max(), heldout[1].max())) + 1
     sweep = ProbeSweep(config, encoder.config.width, num_classes, context)
     source = feature_batches(*train, config.batch_size, config.seed)
-    loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name="probe")
+    name = f"probe {config.label_column} {probe_name(config.encoder)}"
+    loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name=name)
     store = CheckpointStore(config.output)
     run_loop(sweep, source, store, loop, is_writer=context.is_writer, report=context.report)
     if context.is_writer:

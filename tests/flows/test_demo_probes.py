@@ -1,0 +1,58 @@
+"""The demo's probe stage: the two encoders of a label probed side by side when the CPUs allow."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from flows.demo_config import DemoConfig
+from flows.pipeline import _probes, side_by_side
+from tasks.training.launch import ScaleConfig
+from tasks.training.probe import probe_name
+
+pytestmark = [pytest.mark.ray]
+
+
+def test_side_by_side_only_when_the_cluster_has_the_cpus(ray_cluster: None) -> None:
+    assert side_by_side(ScaleConfig(), 2)  # the shared test cluster has 2 CPUs
+    assert not side_by_side(ScaleConfig(cpus_per_worker=2), 2)
+    assert not side_by_side(ScaleConfig(num_workers=2), 2)
+    assert not side_by_side(ScaleConfig(use_gpu=True), 1)
+
+
+def test_probe_names_in_progress_lines() -> None:
+    assert probe_name("random:tiny") == "random:tiny"
+    assert probe_name("s3://bucket/run/final/encoder.safetensors") == "encoder.safetensors"
+    assert probe_name("/models/vitl-hf/") == "vitl-hf"
+
+
+def test_probe_stage_probes_both_encoders(
+    curated_dir: Path, sample_dir: Path, tmp_path: Path, prefect_harness: None
+) -> None:
+    shutil.copytree(curated_dir, tmp_path / "curated")
+    config = DemoConfig(
+        workdir=str(tmp_path),
+        probe_steps=3,
+        probe_lrs=(1e-3,),
+        probe_heads=1,
+        probe_labels=("shape",),
+    )
+
+    @flow
+    def stage() -> dict[str, dict[str, Any]]:
+        labels = str(sample_dir / "labels.parquet")
+        return _probes(config, "random:small", labels, ScaleConfig())
+
+    results = stage()
+    assert set(results) == {"shape"} and set(results["shape"]) == {"pretrained", "random"}
+    for name, summary in results["shape"].items():
+        assert summary["steps"] == 3 and summary["heldout_clips"] > 0
+        assert summary["label_column"] == "shape"
+        assert Path(summary["checkpoint"]).is_file()
+        assert (tmp_path / f"probe-shape-{name}" / "summary.json").is_file()
+    assert results["shape"]["pretrained"]["encoder"] == "random:small"
+    assert results["shape"]["random"]["encoder"] == "random:tiny"
