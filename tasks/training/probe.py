@@ -157,7 +157,8 @@ def encode_dataset(
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
         video = normalize(collate_clips(batch)["video"].to(device))  # (B, C, T, H, W)
         features.append(encoder(video).cpu())  # (B, N, D)
-        labels.append(torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long))
+        # a copy: Ray's blocks are read-only, and torch warns on wrapping them
+        labels.append(torch.tensor(np.asarray(batch["label"]), dtype=torch.long))
     if not features:
         raise RuntimeError("a data split has no labelled clips: check the labels' sources")
     return torch.cat(features), torch.cat(labels)
