@@ -30,7 +30,7 @@ from flows.report import write_report
 from tasks import storage
 from tasks.planning.evaluate import EvalConfig
 from tasks.runtime import ensure_ray
-from tasks.training.launch import ScaleConfig
+from tasks.training.launch import ScaleConfig, cluster_cpus
 from tasks.training.posttrain_inputs import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
@@ -91,10 +91,7 @@ def served(bundle: str) -> Iterator[str]:
 def side_by_side(scale: ScaleConfig, jobs: int) -> bool:
     """Whether `jobs` jobs of `scale` fit in the Ray cluster at once (each probe job trains on
     cached features with one CPU, so two of them use both cores of a laptop)."""
-    import ray
-
-    cpus = float(ray.cluster_resources().get("CPU", 0.0))
-    return not scale.use_gpu and jobs * scale.num_workers * scale.cpus_per_worker <= cpus
+    return not scale.use_gpu and jobs * scale.cpus <= cluster_cpus()
 
 
 def _probes(

@@ -31,6 +31,18 @@ class ScaleConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
 
+    @property
+    def cpus(self) -> float:
+        """CPUs the job's workers reserve together."""
+        return self.num_workers * self.cpus_per_worker
+
+
+def cluster_cpus() -> float:
+    """CPUs of the connected Ray cluster (its current nodes)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
 
 # Jobs whose trained model FSDP may shard. Probe and post-training train small heads on a frozen
 # encoder and score them on rank 0 alone after training, which a sharded module cannot do.
@@ -66,13 +78,11 @@ def check_resources(scale: ScaleConfig, datasets: dict[str, Any] | None) -> None
     """A clear error instead of a silent hang: on a local Ray (no `RAY_ADDRESS`, so no autoscaler
     to add nodes) the workers must fit in the cluster, and a dataset that still has Ray Data
     work to do (one not materialised by `cache_if_small`) needs a CPU the workers leave free."""
-    import ray
     from ray.data.dataset import MaterializedDataset
 
     if os.environ.get("RAY_ADDRESS") or scale.use_gpu:
         return
-    total = float(ray.cluster_resources().get("CPU", 0.0))
-    wanted = scale.num_workers * scale.cpus_per_worker
+    total, wanted = cluster_cpus(), scale.cpus
     streamed = sorted(
         name for name, data in (datasets or {}).items() if not isinstance(data, MaterializedDataset)
     )

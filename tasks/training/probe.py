@@ -353,10 +353,11 @@ def run_probe(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
     labels = read_labels(config.labels, config.label_column)
     columns = ["clip_id", "source", "shape", "frames"]
     size = decoded_bytes(config.data)
-    clips = cache_if_small(read_clips(config.data, columns=columns), size)
+    clips = read_clips(config.data, columns=columns)
     heldout = split_sources(labels, config.heldout_fraction, config.seed)
-    # The labelled splits of a small dataset are materialised too, so the workers train with no
-    # Ray Data work pending and may take every CPU of the cluster (`launch.check_resources`).
+    # The labelled splits of a small dataset are what gets materialised (not the clips as well,
+    # which held every clip twice): the workers then train with no Ray Data work pending and
+    # may take every CPU of the cluster (`launch.check_resources`).
     train = clips.map_batches(AttachLabels(labels, set(labels) - heldout))
     datasets = {
         "train": cache_if_small(train, size),
