@@ -9,7 +9,8 @@ state dims the actions drive. Post-training fits that gain per action dim by
 least squares on consecutive recorded rows of each episode and writes it, scaled
 to the control rate, as `WorldModelSpec.action_scale`. When the fit explains too
 little of the state change (absolute-position actions, joint-space states), no
-scale is written and planning keeps the predictor's default rule.
+scale is written and planning keeps the predictor's default rule. Action dims that never move
+(zero-padded) get gain 0 and are left out of the fit's R^2.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ def fit_action_scale(
     delta = (states[1:, :dims] - states[:-1, :dims])[same].astype(np.float64)  # (M, A)
     taken = actions[:-1][same].astype(np.float64)  # (M, A)
     power = (taken * taken).sum(axis=0)  # (A,)
-    if np.any(power <= 0):
+    # Constant-zero dims (zero-padded actions, common in LeRobot data) carry no information:
+    # fit and score the dims that move, give the others gain 0 (they move no state).
+    moving = power > 0  # (A,)
+    if not moving.any():
         return ActionScaleFit(None, 0.0, len(delta))
-    gain = (delta * taken).sum(axis=0) / power  # (A,)
-    residual = float(((delta - gain * taken) ** 2).sum())
-    total = float((delta**2).sum())
+    gain = np.zeros(dims)
+    gain[moving] = (delta * taken).sum(axis=0)[moving] / power[moving]  # (A,)
+    residual = float(((delta - gain * taken)[:, moving] ** 2).sum())
+    total = float((delta[:, moving] ** 2).sum())
     r2 = 1.0 - residual / total if total > 0 else 0.0
     scale = tuple(float(g) * stride for g in gain) if r2 >= min_r2 else None
     return ActionScaleFit(scale, r2, len(delta))

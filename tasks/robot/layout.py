@@ -118,8 +118,17 @@ def build_info(
     }
 
 
+# The quantiles LeRobot writes into meta/stats.json (its quantile normaliser needs them).
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+QUANTILE_NAMES = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
+
+
 class RunningStats:
-    """min/max/mean/std/count of a feature, accumulated over batches of rows (N, D)."""
+    """min/max/mean/std/count and q01..q99 of a feature, accumulated over batches of rows (N, D).
+
+    Quantiles are exact per batch (one batch = one episode) and count-weighted means of the
+    batch quantiles across batches: how LeRobot aggregates episode stats into `meta/stats.json`.
+    """
 
     def __init__(self) -> None:
         self.count = 0
@@ -127,6 +136,7 @@ class RunningStats:
         self._sum_sq: np.ndarray | None = None
         self._min: np.ndarray | None = None
         self._max: np.ndarray | None = None
+        self._quantile_sum: np.ndarray | None = None  # (Q, D) count-weighted batch quantiles
 
     def update(self, values: np.ndarray) -> None:
         rows = np.asarray(values, dtype=np.float64).reshape(len(values), -1)  # (N, D)
@@ -142,6 +152,10 @@ class RunningStats:
         self._sum_sq += (rows * rows).sum(axis=0)
         self._min = np.minimum(self._min, rows.min(axis=0))
         self._max = np.maximum(self._max, rows.max(axis=0))
+        quantiles = np.quantile(rows, QUANTILES, axis=0) * len(rows)  # (Q, D)
+        self._quantile_sum = (
+            quantiles if self._quantile_sum is None else self._quantile_sum + quantiles
+        )
         self.count += len(rows)
 
     def as_dict(self, shape: tuple[int, ...] | None = None) -> dict[str, list[Any]]:
@@ -153,6 +167,9 @@ class RunningStats:
         std = np.sqrt(np.maximum(self._sum_sq / self.count - mean * mean, 0.0))
         target = shape or mean.shape
         stats = {"min": self._min, "max": self._max, "mean": mean, "std": std}
+        assert self._quantile_sum is not None
+        for name, row in zip(QUANTILE_NAMES, self._quantile_sum / self.count, strict=True):
+            stats[name] = row
         result: dict[str, list[Any]] = {k: v.reshape(target).tolist() for k, v in stats.items()}
         result["count"] = [self.count]
         return result

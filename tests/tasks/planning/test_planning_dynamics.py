@@ -43,3 +43,16 @@ def test_no_scale_when_the_rule_explains_little() -> None:
     assert too_few_state_dims.scale is None
     with pytest.raises(ValueError, match="N rows"):
         fit_action_scale(states, actions[:-1], episodes)
+
+
+def test_constant_action_dims_do_not_drop_the_fit() -> None:
+    """Zero-padded action dims (common in LeRobot data) get gain 0; the moving dims are fitted."""
+    states, actions, episodes = _episodes(np.array([0.05, 0.2]), noise=0.0)
+    padded = np.concatenate([actions, np.zeros((len(actions), 1))], axis=1)  # (N, 3)
+    noisy_state = np.random.default_rng(1).normal(size=(len(states), 1))  # moves on its own
+    fit = fit_action_scale(np.concatenate([states, noisy_state], axis=1), padded, episodes)
+    assert fit.scale is not None
+    np.testing.assert_allclose(np.array(fit.scale), np.array([0.05, 0.2, 0.0]), atol=1e-6)
+    assert fit.r2 == pytest.approx(1.0)
+    all_constant = fit_action_scale(states, np.zeros_like(actions), episodes)
+    assert all_constant.scale is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -52,9 +53,28 @@ def test_episodes_tasks_stats_and_data_rows(point_reach_dataset: CollectSummary)
     assert np.array(stats[VIDEO]["mean"]).shape == (3, 1, 1)
     assert stats["observation.state"]["count"] == [60]
     assert 0.0 < stats[VIDEO]["max"][0][0][0] <= 1.0
+    _check_quantiles(stats, episodes, root)
     rows = pq.read_table(root / "data/chunk-000/file-000.parquet")
     assert rows.column("index").to_pylist() == list(range(60))
     assert rows.schema.field("observation.state").type == pa.list_(pa.float32(), 2)
+
+
+def _check_quantiles(stats: dict, episodes: list[dict], root: Path) -> None:
+    """q01..q99 as LeRobot writes them: exact per episode, count-weighted across episodes."""
+    names = ("q01", "q10", "q50", "q90", "q99")
+    assert np.array(stats[VIDEO]["q50"]).shape == (3, 1, 1)
+    rows = pq.read_table(root / "data/chunk-000/file-000.parquet")
+    states = np.asarray(rows.column("observation.state").to_pylist())  # (60, 2)
+    first = states[:20]
+    np.testing.assert_allclose(
+        np.array([episodes[0][f"stats/observation.state/{name}"] for name in names]),
+        np.quantile(first, [0.01, 0.1, 0.5, 0.9, 0.99], axis=0),
+        rtol=1e-6,
+    )
+    per_episode = np.stack([np.quantile(states[i : i + 20], 0.5, axis=0) for i in (0, 20, 40)])
+    np.testing.assert_allclose(stats["observation.state"]["q50"], per_episode.mean(axis=0))
+    for low, high in itertools.pairwise(names):
+        assert np.all(np.array(stats["action"][low]) <= np.array(stats["action"][high]))
 
 
 def test_rollover_into_many_files_and_chunks(tmp_path: Path) -> None:
