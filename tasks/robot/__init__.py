@@ -2,7 +2,7 @@
 
 Importing this package registers `vjepa/PointReach-v0` with Gymnasium, so
 `gymnasium.make("vjepa/PointReach-v0", render_mode="rgb_array")` works after
-`import tasks.robot`.
+`import tasks.robot`, and so do the suite's other envs (`tasks.robot.envs`).
 """
 
 from __future__ import annotations
@@ -18,4 +18,8 @@ if POINT_REACH_ID not in gymnasium.registry:
         max_episode_steps=200,
     )
 
-__all__ = ["POINT_REACH_ID"]
+from tasks.robot.envs import SUITE  # noqa: E402  (registers the rest of the env suite)
+
+ENV_SUITE = (POINT_REACH_ID, *SUITE)
+
+__all__ = ["ENV_SUITE", "POINT_REACH_ID"]
