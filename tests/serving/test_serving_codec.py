@@ -153,3 +153,63 @@ def test_parse_embed_checks_tubelets_patches_and_limits() -> None:
         bad = unpack(pack({"frames": frames}), ["frames"])
         with pytest.raises(RequestError, match=words):
             parse_embed(bad, ENCODER, max_frames=8, max_size=128)
+
+
+def npy_header(shape: tuple[int, ...], descr: str = "|u1") -> bytes:
+    buffer = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "shape", [(100_000, 100_000, 3), (1_000_000, 1_000_000, 3), (4_000, 4_000, 3)]
+)
+def test_npy_header_claiming_more_than_the_body_is_a_422_before_allocating(
+    shape: tuple[int, ...],
+) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError) as caught:
+            decode_array("frames", npy_header(shape) + b"\x00" * 10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.status == 422 and caught.value.field == "frames"
+    assert "claims shape" in caught.value.message
+    assert peak < 1024 * 1024, f"{peak} bytes allocated for a {shape} claim"
+
+
+@pytest.mark.parametrize("shape", [(-1, -2), (-4,)])
+def test_npy_header_with_negative_sizes_is_a_422(shape: tuple[int, ...]) -> None:
+    with pytest.raises(RequestError, match=r"not a valid \.npy") as caught:
+        decode_array("state", npy_header(shape, "<f4") + b"\x00" * 8)
+    assert caught.value.status == 422
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.arange(6, dtype=">f4").reshape(2, 3), np.asfortranarray(np.arange(6).reshape(2, 3))],
+)
+def test_decode_array_keeps_byte_order_and_fortran_layout_values(array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    decoded = decode_array("x", buffer.getvalue())
+    np.testing.assert_array_equal(decoded, array)
+    assert decoded.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("state", np.array([1e300, 0.0])),  # float64, infinite as float32
+        ("state", np.array([-1e39, 0.0])),
+        ("previous_plan", np.full((2, 2), 1e300)),
+    ],
+)
+def test_floats_are_checked_finite_after_the_cast_to_float32(field: str, value: object) -> None:
+    with pytest.raises(RequestError, match="infinite") as caught:
+        parse_plan(plan_message(**{field: value}), {"arm": INFO}, "arm")
+    assert caught.value.status == 422 and caught.value.field == field
