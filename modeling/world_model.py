@@ -54,6 +54,11 @@ class WorldModelSpec:
     # states forward as `state + action_scale * action`. None (bundles written before this
     # field): `state + action`.
     action_scale: tuple[float, ...] | None = None
+    # The LeRobot features the model was trained on (camera = the video feature); None: not
+    # recorded (bundles written before these fields, or imported weights).
+    camera: str | None = None
+    state_key: str | None = None
+    action_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size % 16:

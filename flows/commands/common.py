@@ -70,3 +70,17 @@ def scale_config(args: Any) -> Any:
         max_failures=args.max_failures,
         strategy=getattr(args, "strategy", "ddp"),
     )
+
+
+def add_feature_arguments(parser: Any, defaults: str = "the dataset's") -> None:
+    """--camera, --state-key, --action-key: which LeRobot features a command uses."""
+    parser.add_argument(
+        "--camera",
+        default=None,
+        metavar="KEY",
+        help=f"video feature to use, e.g. observation.images.top (default: {defaults} first)",
+    )
+    parser.add_argument(
+        "--state-key", default=None, metavar="KEY", help="state feature (observation.state)"
+    )
+    parser.add_argument("--action-key", default=None, metavar="KEY", help="action feature (action)")

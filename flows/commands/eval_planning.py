@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from flows.commands.common import UsageError, emit_json
+from flows.commands.common import UsageError, add_feature_arguments, emit_json
 
 ORDER = 70
 
@@ -45,8 +45,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--token-env", default=None, help="env variable holding the bearer token")
     parser.add_argument("--output", default="eval-planning", help="folder for results and plot")
     parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (then +1 each)")
+    add_feature_arguments(parser, defaults="the world model's")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.set_defaults(handler=run)
+
+
+def check_features(args: argparse.Namespace, checkpoint: str) -> None:
+    """--camera/--state-key/--action-key must be the features the world model was trained on.
+
+    The env renders one camera and reports one state; a model trained on another camera or
+    state would plan in a space it has never seen, so a disagreement is an error.
+    """
+    from modeling.world_model import SPEC_FILE
+    from tasks import storage
+
+    fs, path = storage.filesystem(storage.join(checkpoint, SPEC_FILE))
+    if not fs.exists(path):
+        return  # the loader names the missing file
+    spec = json.loads(fs.cat_file(path))
+    for flag, name in (
+        ("--camera", "camera"),
+        ("--state-key", "state_key"),
+        ("--action-key", "action_key"),
+    ):
+        given, trained = getattr(args, name), spec.get(name)
+        if given is not None and trained is not None and given != trained:
+            raise UsageError(
+                f"{flag} {given}: the world model at {checkpoint} was trained on {name} "
+                f"{trained!r} (world_model.json); pass {trained!r} or a model trained on {given!r}"
+            )
 
 
 def _env_kwargs(text: str) -> dict[str, object]:
@@ -85,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     fs, path = storage.filesystem(config.checkpoint)
     if not args.server and not fs.exists(path):
         raise UsageError(f"world model not found: {config.checkpoint}")
+    if not args.server:
+        check_features(args, config.checkpoint)
     from flows.evaluate import ServerUnavailableError, eval_planning_flow
 
     try:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from flows.commands.common import UsageError, add_job_arguments, emit_json, scale_config
+from flows.commands.common import (
+    UsageError,
+    add_feature_arguments,
+    add_job_arguments,
+    emit_json,
+    scale_config,
+)
 
 if TYPE_CHECKING:
     from tasks.training.posttrain_inputs import PosttrainConfig
@@ -55,8 +61,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
     )
+    add_feature_arguments(parser)
     add_job_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def _feature_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """The --camera/--state-key/--action-key given (the others keep the config's defaults)."""
+    given = {"camera": args.camera, "state_key": args.state_key, "action_key": args.action_key}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _config(args: argparse.Namespace) -> PosttrainConfig:
@@ -81,6 +94,7 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
             seed=args.seed,
             resume=args.resume,
             residual=args.residual,
+            **_feature_keys(args),
         )
     except ValueError as error:
         raise UsageError(str(error)) from error

@@ -125,7 +125,7 @@ class LeRobotReader:
             if key not in features:
                 raise LeRobotFormatError(
                     f"{where} has no {role} feature {key!r} (features: {sorted(features)}); "
-                    f"pass the dataset's name for it as {role}_key="
+                    f"pass the dataset's name for it as the {role} key (CLI: --{role}-key)"
                 )
         if video_key is None:
             if not videos:
@@ -136,8 +136,8 @@ class LeRobotReader:
             return videos[0]
         if video_key not in videos:
             raise LeRobotFormatError(
-                f"{where} has no video feature {video_key!r} (video features: {videos}); "
-                "pass one of those as video_key="
+                f"{where} has no video feature {video_key!r} (video features: {videos}; all "
+                f"features: {sorted(features)}); pass one of the video features as the camera"
             )
         return video_key
 

@@ -117,6 +117,9 @@ class PosttrainJob:
             name=f"ac-{self.config.preset}",
             cem=dict(self.config.cem),
             action_scale=None if facts.action_scale is None else tuple(facts.action_scale),
+            camera=facts.camera or None,
+            state_key=facts.state_key,
+            action_key=facts.action_key,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -262,7 +265,9 @@ def posttrain_loop(values: dict[str, Any]) -> None:
     store = CheckpointStore(config.output)
     run_loop(job, source, store, loop, is_writer=context.is_writer, report=context.report)
     if context.is_writer:
-        held = iter_windows(config.trajectories, facts.windows(config), facts.heldout_episodes)
+        held = iter_windows(
+            config.trajectories, facts.windows(config), facts.heldout_episodes, *facts.keys()
+        )
         job.export(held)
 
 
@@ -274,7 +279,9 @@ def run_posttrain(config: PosttrainConfig, scale: ScaleConfig) -> dict[str, Any]
     check_encoder(config.encoder)
     facts = describe_dataset(config)
     check_output(config.output, config.resume)
-    dataset = window_dataset(config.trajectories, facts.windows(config), facts.train_episodes)
+    dataset = window_dataset(
+        config.trajectories, facts.windows(config), facts.train_episodes, *facts.keys()
+    )
     dataset = cache_if_small(dataset, facts.decoded_bytes(config))
     fit(
         posttrain_loop,

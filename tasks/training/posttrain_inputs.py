@@ -22,6 +22,7 @@ import numpy as np
 from modeling.jepa import LRSchedule
 from tasks import storage
 from tasks.planning.dynamics import action_bounds, fit_action_scale, read_state_actions
+from tasks.robot.layout import ACTION_KEY, STATE_KEY
 from tasks.robot.windows import WindowConfig
 
 PRESETS = ("tiny", "small", "paper")
@@ -53,6 +54,10 @@ class PosttrainConfig:
     seed: int = 0
     resume: bool = False
     residual: bool = True  # the predictor learns the feature change (see ACPredictorConfig)
+    # LeRobot features to train on: the video feature (None: the dataset's first), state, action.
+    camera: str | None = None
+    state_key: str = STATE_KEY
+    action_key: str = ACTION_KEY
     cem: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(CPU_CEM))
 
     def __post_init__(self) -> None:
@@ -91,6 +96,13 @@ class DatasetFacts:
     total_frames: int = 0
     action_scale: tuple[float, ...] | None = None  # state change per action per control step
     action_scale_r2: float = 0.0
+    camera: str = ""  # the video feature resolved by the reader (config.camera or the first)
+    state_key: str = STATE_KEY
+    action_key: str = ACTION_KEY
+
+    def keys(self) -> tuple[str, str, str]:
+        """(video, state, action) feature names, as `iter_windows` / `window_dataset` take them."""
+        return self.camera, self.state_key, self.action_key
 
     def decoded_bytes(self, config: PosttrainConfig) -> int:
         """An upper bound of the training windows' frames once decoded (frames overlap)."""
@@ -122,7 +134,7 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
     from tasks.robot.lerobot_read import LeRobotReader
     from tasks.robot.windows import frame_stride
 
-    reader = LeRobotReader(config.trajectories)
+    reader = LeRobotReader(config.trajectories, config.camera, config.state_key, config.action_key)
     fps = config.fps or reader.fps
     stride = frame_stride(reader.fps, fps)
     height, width = (int(v) for v in reader.info["features"][reader.video_key]["shape"][:2])
@@ -152,6 +164,9 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
         total_frames=int(reader.info.get("total_frames", 0)),
         action_scale=dynamics.scale,
         action_scale_r2=dynamics.r2,
+        camera=reader.video_key,
+        state_key=reader.state_key,
+        action_key=reader.action_key,
     )
 
 

@@ -171,9 +171,14 @@ def test_reader_errors_name_the_file_and_the_fix(
         LeRobotReader(str(tmp_path))
     copy = tmp_path / "copy"
     shutil.copytree(point_reach_dataset.output, copy)
-    with pytest.raises(LeRobotFormatError, match=r"no state feature 'obs.state'.*as state_key="):
+    with pytest.raises(
+        LeRobotFormatError, match=r"no state feature 'obs.state'.*'action'.*--state-key"
+    ):
         LeRobotReader(str(copy), state_key="obs.state")
-    with pytest.raises(LeRobotFormatError, match=r"no video feature 'cam'.*as video_key="):
+    with pytest.raises(
+        LeRobotFormatError,
+        match=r"no video feature 'cam'.*all features: .*'observation.state'.*camera",
+    ):
         LeRobotReader(str(copy), video_key="cam")
     _edit_info(copy, codebase_version="v2.1")
     with pytest.raises(LeRobotFormatError, match=r"v2.1.*convert_dataset_v21_to_v30"):
