@@ -36,6 +36,12 @@ class Limits(_Strict):
     max_image_size: int = Field(
         default=512, ge=16, description="largest image side accepted by /v1/embed and /v1/plan"
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=4096, description="request line + headers (431 above it)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="time a client has to send its headers (then 408)"
+    )
 
 
 class Batching(_Strict):
@@ -99,6 +105,7 @@ class ServingConfig(_Strict):
     port: int = Field(default=8000, ge=1, le=65535)
     cache_dir: str = "~/.cache/vjepa/serving"
     torch_threads: int | None = Field(default=None, ge=1)
+    access_log: bool = Field(default=False, description="one log line per request (Serve's)")
     limits: Limits = Limits()
     batching: Batching = Batching()
     planner: Replicas = Replicas()
@@ -131,9 +138,10 @@ class ServingConfig(_Strict):
     def resolve_token(self) -> str | None:
         """The bearer token, or None when auth is off; a named but unset variable is an error."""
         if self.token is not None:
-            value = self.token.get_secret_value()
+            value = self.token.get_secret_value().strip()
         elif self.token_env:
-            value = os.environ.get(self.token_env, "")
+            # a Kubernetes secret made with --from-file ends with a newline
+            value = os.environ.get(self.token_env, "").strip()
             if not value:
                 raise ConfigError(f"token_env {self.token_env} is set but the variable is empty")
         else:

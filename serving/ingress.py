@@ -2,9 +2,11 @@
 
 Order of checks on a POST: bearer token (401) -> content type (415) -> body size (413, from
 `Content-Length` and while streaming) -> msgpack/npy decoding (400/422) -> shape, dtype and
-finiteness against the model's spec (422, naming the field) -> the deployment call. Client
-errors are JSON `{"detail", "field"}`; a replica that died mid-request gives 503 with
-`Retry-After` (the client retries). Nothing in a request is ever unpickled.
+finiteness against the model's spec (422, naming the field) -> the deployment call -> a
+non-finite answer is a 422, never a success. Client errors are JSON `{"detail", "field"}`; a
+replica that died mid-request gives 503 with `Retry-After` (the client retries). Nothing in a
+request is ever unpickled. The bearer check and the per-route metrics are ASGI middlewares
+(`serving.auth.BearerGuard`, `serving.metrics.RouteMetrics`), so they hold for every route.
 
 No `from __future__ import annotations` here: FastAPI must see the real `Request` annotation
 of the route methods, which Serve rewraps.
@@ -22,9 +24,17 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from serving.auth import check_bearer
-from serving.codec import CONTENT_TYPE, MSGPACK_TYPES, RequestError, pack, unpack
+from serving.auth import BearerGuard, check_bearer
+from serving.codec import (
+    CONTENT_TYPE,
+    MSGPACK_TYPES,
+    RequestError,
+    check_finite_result,
+    pack,
+    unpack,
+)
 from serving.config import ServingConfig
+from serving.metrics import RouteMetrics, record_batch_size
 from serving.schemas import (
     EMBED_FIELDS,
     PLAN_FIELDS,
@@ -44,6 +54,9 @@ app = FastAPI(
     description="Embeddings and fleet CEM planning; arrays travel as msgpack + .npy.",
     version="1",
 )
+# every route: the bearer check (all but /healthz, docs included), then metrics around it all
+app.add_middleware(BearerGuard)
+app.add_middleware(RouteMetrics)
 
 
 @app.exception_handler(RequestError)
@@ -92,6 +105,7 @@ class Ingress:
         self.embedder = embedder
         self.config = config
         self.token = config.resolve_token()
+        app.state.bearer_token = self.token  # read by BearerGuard
         self._models: dict[str, ModelInfo] | None = None
         self._encoder: EncoderInfo | None = None
 
@@ -140,6 +154,8 @@ class Ingress:
             self.config.limits.max_image_size,
         )
         result = await self._call(self.planner, "plan", parsed)
+        check_finite_result("plan", result.actions, result.energy)
+        record_batch_size("/v1/plan", result.batch_size)
         result = result.model_copy(update={"server_ms": (time.perf_counter() - started) * 1000})
         return msgpack_response(result.to_message())
 
@@ -152,6 +168,7 @@ class Ingress:
             message, await self.encoder_info(), limits.max_embed_frames, limits.max_image_size
         )
         features: np.ndarray = await self._call(self.embedder, "embed", parsed)
+        check_finite_result("embedding", features)
         if not parsed.batched:
             features = features[0]  # (N, D) or (D,)
         return msgpack_response({"features": features.astype(np.float32)})

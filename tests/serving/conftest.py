@@ -64,11 +64,18 @@ def run_app(config: ServingConfig) -> Iterator[str]:
     from ray import serve
 
     from serving.app import APP_NAME, build_app
+    from serving.proxy_guard import logging_config, start_options
 
     port = free_port()
+    config = config.model_copy(update={"host": "127.0.0.1"})
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+        serve.start(**start_options(config, port))
+        serve.run(
+            build_app(config),
+            name=APP_NAME,
+            route_prefix="/",
+            logging_config=logging_config(config),
+        )
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url)
         yield url

@@ -27,6 +27,7 @@ from .conftest import run_app, small_replicas
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 TOKEN = "test-token-0123456789"
 LIMIT = 256 * 1024
+HEADER_TIMEOUT_S = 2.0
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/msgpack"}
 
 
@@ -52,7 +53,7 @@ def url(
         models={"arm": str(bundle_dir), "cart": upload_bundle(cart_bundle_dir, s3_server)},
         token=SecretStr(TOKEN),
         cache_dir=str(tmp_path_factory.mktemp("serve-cache")),
-        limits=Limits(max_body_bytes=LIMIT, max_embed_frames=8),
+        limits=Limits(max_body_bytes=LIMIT, max_embed_frames=8, header_timeout_s=HEADER_TIMEOUT_S),
         batching=Batching(max_batch_size=16, wait_timeout_s=0.05),
         planner=small_replicas(),
         embedder=small_replicas(),
@@ -159,7 +160,38 @@ def object_npy() -> bytes:
     return bytes(msgpack.packb(message))
 
 
+def npy_bomb() -> bytes:
+    """`frames` whose header claims (100000, 100000, 3) uint8 (30 GB) followed by 10 bytes."""
+    import msgpack
+
+    buffer = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": (100_000, 100_000, 3)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    message = msgpack.unpackb(pack(plan_body()))
+    message["frames"] = buffer.getvalue() + b"\x00" * 10
+    return bytes(msgpack.packb(message))
+
+
 BAD_REQUESTS = {
+    "npy bomb": (AUTH, npy_bomb(), 422, "claims shape"),
+    "float64 state overflows float32": (
+        AUTH,
+        pack(plan_body(state=np.array([1e300, 0.0]))),
+        422,
+        "infinite",
+    ),
+    "float64 plan overflows float32": (
+        AUTH,
+        pack(plan_body(previous_plan=np.full((2, 2), -1e300))),
+        422,
+        "infinite",
+    ),
+    "float32 state overflows in the model": (
+        AUTH,
+        pack(plan_body(state=np.full(2, 3e38, np.float32))),
+        422,
+        "not finite",
+    ),
     "wrong shape": (AUTH, pack(plan_body(goal=np.zeros((64, 64), np.uint8))), 422, "goal"),
     "wrong dtype": (AUTH, pack(plan_body(frames=np.zeros((1, 64, 64, 3)))), 422, "uint8"),
     "nan state": (AUTH, pack(plan_body(state=np.array([np.nan, 0.0]))), 422, "NaN"),
@@ -223,3 +255,37 @@ def test_client_surfaces_4xx_without_retrying(url: str) -> None:
     assert caught.value.status == 401
     with PlannerClient(url, TOKEN) as client:  # and a good request still works afterwards
         assert client.plan(image(1), np.zeros(2), image(2)).actions.shape == (2, 2)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/v1/models"])
+def test_every_path_but_healthz_needs_the_token(url: str, path: str) -> None:
+    assert httpx.get(f"{url}{path}", timeout=30).status_code == 401
+    wrong = {"Authorization": "Bearer nope-nope-nope"}
+    assert httpx.get(f"{url}{path}", headers=wrong, timeout=30).status_code == 401
+    allowed = httpx.get(f"{url}{path}", headers=AUTH, timeout=30)
+    assert allowed.status_code == 200, allowed.text
+
+
+def test_oversized_headers_are_431_and_never_reach_the_app(url: str) -> None:
+    # no token: the proxy must refuse it before any route (or the bearer check) sees it
+    headers = {"X-Padding": "a" * (1024 * 1024)}
+    response = httpx.get(f"{url}/healthz", headers=headers, timeout=30)
+    assert response.status_code == 431
+    assert "limit" in response.json()["detail"]
+    assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off(url: str) -> None:
+    import socket
+    import time
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):  # b"" once the server closed the connection
+            answer += chunk
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert waited < HEADER_TIMEOUT_S + 10
