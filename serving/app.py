@@ -1,6 +1,7 @@
 """Compose the serving application and write its Serve config file.
 
-`build_app(config)` binds Planner and Embedder into the Ingress with their replica settings.
+`build_app(config)` binds Planner, Embedder and (with `vqa.model`) VQA into the Ingress with
+their replica settings.
 `app_builder(args)` is the `import_path` target of the Serve config (`serve deploy`, KubeRay
 RayService `serveConfigV2`): it validates `args` as a `ServingConfig`. `serve_config(config)` is
 that file as a dict; the bearer token is referenced by `token_env`, never written.
@@ -18,6 +19,7 @@ from serving.config import ServingConfig
 from serving.embedder import Embedder
 from serving.ingress import Ingress
 from serving.planner import Planner
+from serving.vqa import VQA
 
 APP_NAME = "vjepa"
 IMPORT_PATH = "serving.app:app_builder"
@@ -50,13 +52,23 @@ def with_builder_token(config: ServingConfig) -> ServingConfig:
     return config.model_copy(update={"token": SecretStr(value)})
 
 
+def vqa_options(config: ServingConfig) -> dict[str, Any]:
+    options = config.vqa.replicas.deployment_options()
+    batch = config.vqa.batching.effective_batch_size
+    options["max_ongoing_requests"] = max(options["max_ongoing_requests"], 2 * batch)
+    return options
+
+
 def build_app(config: ServingConfig) -> Application:
-    """The application graph: Ingress(planner=Planner, embedder=Embedder)."""
+    """The application graph: Ingress(planner=Planner, embedder=Embedder[, vqa=VQA])."""
     config = with_builder_token(config)
     planner = _deployment(Planner).options(**planner_options(config)).bind(config)
     embedder = _deployment(Embedder).options(**config.embedder.deployment_options()).bind(config)
     ingress = _deployment(Ingress).options(**config.ingress.deployment_options())
-    return ingress.bind(planner, embedder, config)
+    if config.vqa.model is None:
+        return ingress.bind(planner, embedder, config)
+    vqa = _deployment(VQA).options(**vqa_options(config)).bind(config)
+    return ingress.bind(planner, embedder, config, vqa)
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -71,6 +83,8 @@ def serve_config(config: ServingConfig) -> dict[str, Any]:
         {"name": "Planner", **planner_options(config)},
         {"name": "Embedder", **config.embedder.deployment_options()},
     ]
+    if config.vqa.model is not None:
+        deployments.append({"name": "VQA", **vqa_options(config)})
     application: dict[str, Any] = {
         "name": APP_NAME,
         "route_prefix": "/",

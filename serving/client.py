@@ -4,13 +4,16 @@
 whose `actions (H, A)` the robot executes (usually the first one) before asking again with the
 plan as `previous_plan`. Connection errors, timeouts and 5xx answers (a replica restarting) are
 retried with exponential backoff; 4xx answers raise `ServingError` with the server's message at
-once, since repeating a bad request cannot help. Planning and embedding are pure functions of
-their inputs, so a retried POST is safe.
+once, since repeating a bad request cannot help. Planning, embedding and greedy answering are pure
+functions of their inputs, so a retried POST is safe. `VQAClient` asks questions about a clip
+(frames or an encoded video file), optionally streaming the answer's text as it is generated.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from typing import Any, Self
 
 import httpx
@@ -19,6 +22,7 @@ import numpy as np
 
 from serving.codec import CONTENT_TYPE, decode_array, pack
 from serving.schemas import PlanResult
+from serving.vqa_schemas import VQAResponse
 
 
 def wait_healthy(url: str, timeout: float = 120.0) -> None:
@@ -71,15 +75,24 @@ class _Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
-        headers = {"Content-Type": CONTENT_TYPE} if body is not None else None
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = CONTENT_TYPE,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        headers = {"Content-Type": content_type} if body is not None else None
         last = "no attempt"
         for attempt in range(self.retries + 1):
             if attempt:
                 self.num_retries += 1
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
             try:
-                response = self.http.request(method, path, content=body, headers=headers)
+                response = self.http.request(
+                    method, path, content=body, headers=headers, params=params
+                )
             except httpx.TransportError as error:  # connect/read errors and timeouts
                 last = f"{type(error).__name__}: {error}"
                 continue
@@ -155,3 +168,83 @@ class EmbeddingClient(_Client):
         """uint8 `(T, H, W, 3)` -> `(N, D)` (or `(B, T, H, W, 3)` -> `(B, N, D)`); pooled: `D`."""
         reply = self._post("/v1/embed", {"frames": np.asarray(frames), "pool": pool})
         return decode_array("features", reply["features"])
+
+
+class VQAClient(_Client):
+    """Ask questions about a video clip."""
+
+    def ask(
+        self,
+        frames: np.ndarray,
+        question: str,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> VQAResponse:
+        """uint8 frames `(T, H, W, 3)` and a question -> the answer, its token count, timings."""
+        message = _vqa_message(question, max_new_tokens, temperature)
+        response = self._send("POST", "/v1/vqa", pack({"frames": np.asarray(frames), **message}))
+        return VQAResponse.model_validate_json(response.content)
+
+    def ask_video(
+        self,
+        video: bytes,
+        question: str,
+        content_type: str = "video/mp4",
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> VQAResponse:
+        """An encoded video file (mp4, webm) and a question; the server decodes it."""
+        params = _vqa_message(question, max_new_tokens, temperature)
+        response = self._send("POST", "/v1/vqa", video, content_type, params)
+        return VQAResponse.model_validate_json(response.content)
+
+    def stream(
+        self, frames: np.ndarray, question: str, max_new_tokens: int | None = None
+    ) -> Iterator[str | VQAResponse]:
+        """The answer's text pieces as they are generated, then the whole `VQAResponse`.
+
+        Server-sent events, one attempt (no retries: a stream may fail half-delivered).
+        """
+        message = {"frames": np.asarray(frames), "stream": True}
+        body = pack({**message, **_vqa_message(question, max_new_tokens, None)})
+        headers = {"Content-Type": CONTENT_TYPE, "Accept": "text/event-stream"}
+        with self.http.stream("POST", "/v1/vqa", content=body, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ServingError(
+                    f"{response.status_code}: {_detail(response)}", response.status_code
+                )
+            for event, data in _events(response.iter_lines()):
+                if event == "token":
+                    yield str(json.loads(data)["text"])
+                elif event == "answer":
+                    yield VQAResponse.model_validate_json(data)
+                elif event == "error":
+                    raise ServingError(str(json.loads(data).get("detail", data)))
+
+
+def _vqa_message(
+    question: str, max_new_tokens: int | None, temperature: float | None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"question": question}
+    if max_new_tokens is not None:
+        message["max_new_tokens"] = int(max_new_tokens)
+    if temperature is not None:
+        message["temperature"] = float(temperature)
+    return message
+
+
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """`(event, data)` pairs of a server-sent event stream."""
+    event, data = "message", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    if data:
+        yield event, "\n".join(data)

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from modeling.vlm_prompts import MAX_QUESTION_CHARS
+
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MiB = 1024 * 1024
 
@@ -94,6 +96,32 @@ class Replicas(_Strict):
         return options
 
 
+class VQASettings(_Strict):
+    """The `/v1/vqa` deployment: its model, request limits, batching and replicas."""
+
+    model: str | None = Field(default=None, description="VQA model folder (local or s3://)")
+    encoder: str | None = Field(default=None, description="override the encoder vlm.json names")
+    lm: str | None = Field(default=None, description="override the LM folder vlm.json names")
+    image_size: int | None = Field(
+        default=None, ge=16, description="side a video body is decoded to (default: the model's)"
+    )
+    max_question_chars: int = Field(default=MAX_QUESTION_CHARS, ge=1, le=MAX_QUESTION_CHARS)
+    max_frames: int = Field(default=64, ge=2, description="frames per /v1/vqa clip")
+    max_new_tokens: int = Field(default=64, ge=1, description="largest max_new_tokens accepted")
+    default_new_tokens: int = Field(default=32, ge=1)
+    max_video_bytes: int = Field(default=32 * MiB, ge=1024, description="encoded video body")
+    video_timeout_s: float = Field(default=30.0, gt=0, description="ffmpeg decode time limit")
+    fps: float = Field(default=4.0, gt=0, description="frame rate a video body is decoded at")
+    batching: Batching = Batching(max_batch_size=16, wait_timeout_s=0.01)
+    replicas: Replicas = Replicas(max_ongoing_requests=64)
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> VQASettings:
+        if self.default_new_tokens > self.max_new_tokens:
+            raise ValueError("default_new_tokens must be <= max_new_tokens")
+        return self
+
+
 class ServingConfig(_Strict):
     """The whole application: models by name (first = default), encoder, auth, limits, replicas."""
 
@@ -111,6 +139,7 @@ class ServingConfig(_Strict):
     planner: Replicas = Replicas()
     embedder: Replicas = Replicas(num_cpus=0.5)
     ingress: Replicas = Replicas(num_cpus=0.1, max_ongoing_requests=512)
+    vqa: VQASettings = VQASettings()
 
     @field_validator("models")
     @classmethod

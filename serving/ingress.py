@@ -12,13 +12,15 @@ No `from __future__ import annotations` here: FastAPI must see the real `Request
 of the route methods, which Serve rewraps.
 """
 
+import json
 import logging
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -45,6 +47,17 @@ from serving.schemas import (
     parse_embed,
     parse_plan,
 )
+from serving.video import decode_video
+from serving.vqa_schemas import (
+    VIDEO_TYPES,
+    VQA_FIELDS,
+    VQAInfo,
+    VQARequest,
+    VQAResponse,
+    parse_query,
+    parse_vqa,
+    video_options,
+)
 
 logger = logging.getLogger("ray.serve")
 UNAVAILABLE = (RayActorError, BackPressureError, DeploymentUnavailableError, TimeoutError)
@@ -67,13 +80,16 @@ async def _request_error(_: Request, error: RequestError) -> JSONResponse:
     return JSONResponse(error.payload(), status_code=error.status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int, types: tuple[str, ...] = MSGPACK_TYPES) -> bytes:
     """The raw body after the content-type and size checks."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in MSGPACK_TYPES:
-        raise RequestError(
-            415, f"Content-Type must be {CONTENT_TYPE}, got {content_type or 'nothing'}"
-        )
+    sent = content_type(request)
+    if sent not in types:
+        wanted = CONTENT_TYPE if types == MSGPACK_TYPES else f"one of {', '.join(types)}"
+        raise RequestError(415, f"Content-Type must be {wanted}, got {sent or 'nothing'}")
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -99,10 +115,16 @@ class Ingress:
     """Routes, auth and validation; the model work happens in the bound deployments."""
 
     def __init__(
-        self, planner: DeploymentHandle, embedder: DeploymentHandle, config: ServingConfig
+        self,
+        planner: DeploymentHandle,
+        embedder: DeploymentHandle,
+        config: ServingConfig,
+        vqa: DeploymentHandle | None = None,
     ) -> None:
         self.planner = planner
         self.embedder = embedder
+        self.vqa = vqa
+        self._vqa_info: VQAInfo | None = None
         self.config = config
         self.token = config.resolve_token()
         app.state.bearer_token = self.token  # read by BearerGuard
@@ -172,3 +194,67 @@ class Ingress:
         if not parsed.batched:
             features = features[0]  # (N, D) or (D,)
         return msgpack_response({"features": features.astype(np.float32)})
+
+    def vqa_handle(self) -> DeploymentHandle:
+        if self.vqa is None:
+            raise RequestError(404, "no VQA model is served here (vjepa serve --vqa-model DIR)")
+        return self.vqa
+
+    async def vqa_info(self) -> VQAInfo:
+        if self._vqa_info is None:
+            self._vqa_info = await self._call(self.vqa_handle(), "describe")
+        return self._vqa_info
+
+    @app.post("/v1/vqa", response_model=VQAResponse)
+    async def ask(self, request: Request) -> Response:
+        started = time.perf_counter()
+        check_bearer(request.headers.get("authorization"), self.token)
+        parsed = await self._parse_vqa(request)
+        if parsed.stream:
+            handle = self.vqa_handle().options(stream=True)
+            pieces = cast(AsyncIterator[Any], handle.stream_answer.remote(parsed))
+            return StreamingResponse(sse_events(pieces, started), media_type="text/event-stream")
+        result: VQAResponse = await self._call(self.vqa_handle(), "answer", parsed)
+        timing = result.timing.model_copy(
+            update={"server_ms": (time.perf_counter() - started) * 1000}
+        )
+        return JSONResponse(result.model_copy(update={"timing": timing}).model_dump(mode="json"))
+
+    async def _parse_vqa(self, request: Request) -> VQARequest:
+        """A msgpack body (frames as .npy) or an encoded video with the question in the query."""
+        info, settings = await self.vqa_info(), self.config.vqa
+        if content_type(request) in MSGPACK_TYPES:
+            body = await read_body(request, self.config.limits.max_body_bytes)
+            message = unpack(body, VQA_FIELDS)
+            return parse_vqa(message, info, settings, self.config.limits.max_image_size)
+        body = await read_body(request, settings.max_video_bytes, (*VIDEO_TYPES, *MSGPACK_TYPES))
+        options = video_options(parse_query(request.scope.get("query_string", b"")), settings)
+        decoding = time.perf_counter()
+        frames = await decode_video(
+            body,
+            info.image_size,
+            info.fps,
+            info.max_frames,
+            info.tubelet_size,
+            settings.video_timeout_s,
+        )
+        decode_ms = (time.perf_counter() - decoding) * 1000
+        return VQARequest(frames=frames[None], decode_ms=decode_ms, **options)
+
+
+async def sse_events(pieces: AsyncIterator[Any], started: float) -> AsyncIterator[bytes]:
+    """Server-sent events: `token` events with text pieces, then `answer` (or `error`)."""
+    try:
+        async for piece in pieces:
+            if isinstance(piece, VQAResponse):
+                timing = piece.timing.model_copy(
+                    update={"server_ms": (time.perf_counter() - started) * 1000}
+                )
+                payload = piece.model_copy(update={"timing": timing}).model_dump_json()
+                yield f"event: answer\ndata: {payload}\n\n".encode()
+            else:
+                yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n".encode()
+    except Exception as error:  # headers are sent: the failure travels as an event
+        logger.warning("streamed answer failed: %s", error)
+        message = json.dumps({"detail": "the answer failed mid-stream; retry"})
+        yield f"event: error\ndata: {message}\n\n".encode()
