@@ -62,7 +62,8 @@ def make_planner(
     from tasks.planning.evaluate import WorldModelPlanner, load_planner_model
 
     model = load_planner_model(config.checkpoint)
-    return WorldModelPlanner(model, seed=config.seed), model.spec.control_fps
+    local = WorldModelPlanner(model, seed=config.seed, **config.cem)  # bundle's CEM + overrides
+    return local, model.spec.control_fps
 
 
 @task(name="closed-loop-episodes", cache_policy=NO_CACHE)
@@ -102,9 +103,7 @@ def publish(summary: dict[str, Any], output: str) -> dict[str, Any]:
 
     plot = plot_distances(summary, storage.join(output, "final_distance.png"))
     results = storage.join(output, "results.json")
-    fs, path = storage.filesystem(results)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, json.dumps(summary, indent=2, sort_keys=True).encode())
+    storage.write_bytes(results, json.dumps(summary, indent=2, sort_keys=True).encode())
     create_markdown_artifact(
         key=ARTIFACT_KEY, markdown=_markdown(summary, plot), description="vjepa eval-planning"
     )

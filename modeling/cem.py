@@ -9,6 +9,13 @@ never gets worse from one iteration to the next.
 
 `latent_goal_energy` builds the V-JEPA energy: L1 between the AC predictor's final predicted
 frame and the goal image's features. Everything is deterministic given a `torch.Generator`.
+
+Noise is not a signal: each iteration records the spread of its candidates' energies
+(their standard deviation relative to their mean). When the first iteration's spread is
+below `min_relative_spread` (the model's noise floor: its energies hardly depend on the
+action), the planner does not act on it: the plan is the centre of the bounds (no motion
+for delta actions) and `confident` is False, so the caller drops its warm start instead of
+letting momentum push one arbitrary way step after step.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class CEMConfig:
     warm_start_std: float = 0.5
     min_std: float = 0.01
     max_std: float = 1.0
+    min_relative_spread: float = 0.0  # noise floor of std / mean candidate energy; 0: always act
 
     def __post_init__(self) -> None:
         if min(self.num_samples, self.num_elites, self.num_iterations, self.horizon) < 1:
@@ -52,15 +60,23 @@ class CEMConfig:
             raise ValueError("momenta must be in [0, 1]")
         if not 0 < self.min_std <= self.max_std:
             raise ValueError("std bounds must satisfy 0 < min_std <= max_std")
+        if self.min_relative_spread < 0:
+            raise ValueError(f"min_relative_spread must be >= 0, got {self.min_relative_spread}")
 
 
 @dataclass(frozen=True)
 class CEMResult:
-    """Best plan per robot, its energy, and the best energy after each iteration."""
+    """Best plan per robot, its energy, the best energy and the energy spread per iteration.
+
+    `spread` is std / mean of the candidates' energies; `confident` is False where the first
+    iteration's spread was below the noise floor (the plan is then the centre of the bounds).
+    """
 
     plan: torch.Tensor  # (R, H, A)
     energy: torch.Tensor  # (R,)
     history: torch.Tensor  # (num_iterations, R)
+    spread: torch.Tensor | None = None  # (num_iterations, R)
+    confident: torch.Tensor | None = None  # (R,) bool
 
 
 def shift_plan(plan: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,6 +119,12 @@ def _score(energy_fn: EnergyFn, candidates: torch.Tensor) -> torch.Tensor:
             f"energy_fn must return ({robots * samples},), got {tuple(energies.shape)}"
         )
     return energies.view(robots, samples).to(candidates.device, torch.float32)  # (R, S)
+
+
+def relative_spread(energies: torch.Tensor) -> torch.Tensor:
+    """Std over candidates relative to their mean energy, per robot: `(R, S)` -> `(R,)`."""
+    std = energies.std(dim=1, unbiased=energies.shape[1] > 1)
+    return std / energies.mean(dim=1).abs().clamp_min(1e-12)
 
 
 def _refit(
@@ -149,7 +171,7 @@ def cem_plan(
     std = (half_width * std_fraction).expand(shape).clone()  # (R, H, A)
     best_plan = mean.clamp(low_t, high_t)
     best_energy = torch.full((num_robots,), float("inf"), device=device)
-    history = []
+    history, spreads = [], []
     for _ in range(config.num_iterations):
         noise = torch.randn(
             (num_robots, config.num_samples, *shape[1:]), generator=generator, device=device
@@ -158,6 +180,7 @@ def cem_plan(
         candidates[:, 0] = mean  # the current mean is always scored
         candidates = torch.clamp(candidates, low_t, high_t)
         energies = _score(energy_fn, candidates)  # (R, S)
+        spreads.append(relative_spread(energies))
         elite_energy, elite_index = energies.topk(config.num_elites, dim=1, largest=False)
         robot_index = torch.arange(num_robots, device=device)[:, None]  # (R, 1)
         elites = candidates[robot_index, elite_index]  # (R, k, H, A)
@@ -166,7 +189,15 @@ def cem_plan(
         best_energy = torch.where(improved, elite_energy[:, 0], best_energy)
         history.append(best_energy.clone())
         mean, std = _refit(mean, std, elites, config, half_width)
-    return CEMResult(plan=best_plan, energy=best_energy, history=torch.stack(history))
+    confident = spreads[0] >= config.min_relative_spread  # (R,)
+    best_plan[~confident] = ((low_t + high_t) / 2).expand(shape)[~confident]
+    return CEMResult(
+        plan=best_plan,
+        energy=best_energy,
+        history=torch.stack(history),
+        spread=torch.stack(spreads),
+        confident=confident,
+    )
 
 
 class RolloutModel(Protocol):

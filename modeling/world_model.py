@@ -31,9 +31,11 @@ from modeling.cem import CEMConfig, CEMResult, cem_plan, latent_goal_energy
 from modeling.checkpoints import save_state
 from modeling.encoder import VisionEncoder
 from modeling.jepa import layer_norm_features
+from modeling.normalization import NormalizedRollout, Normalizer
 from modeling.preprocess import frames_to_video, resize_frames
 
 SPEC_FILE = "world_model.json"
+NORMALIZATION_KEYS = ("action_mean", "action_std", "state_mean", "state_std")
 ENCODER_FILE = "encoder.safetensors"
 PREDICTOR_FILE = "ac_predictor.safetensors"
 
@@ -59,6 +61,17 @@ class WorldModelSpec:
     camera: str | None = None
     state_key: str | None = None
     action_key: str | None = None
+    # Dataset statistics the predictor's actions and states were normalised with (None: raw
+    # inputs, bundles written before normalisation). See `modeling.normalization`.
+    action_mean: tuple[float, ...] | None = None
+    action_std: tuple[float, ...] | None = None
+    state_mean: tuple[float, ...] | None = None
+    state_std: tuple[float, ...] | None = None
+    # Measured on held-out episodes at post-training (None: not measured): the rise of the
+    # rollout error when each window gets another window's actions, relative to copying the
+    # last frame (~0: the predictor ignores its actions), and rollout error / copy error.
+    shuffled_action_gain: float | None = None
+    heldout_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.image_size % 16:
@@ -77,6 +90,13 @@ class WorldModelSpec:
             return additive_state_update
         return scaled_state_update(self.action_scale)
 
+    def normalizer(self) -> Normalizer | None:
+        """The input normalisation the predictor was trained with, if any."""
+        stats = (self.action_mean, self.action_std, self.state_mean, self.state_std)
+        if any(value is None for value in stats):
+            return None
+        return Normalizer(*stats)  # type: ignore[arg-type]
+
     def cem_config(self, **overrides: Any) -> CEMConfig:
         return CEMConfig(**{**self.cem, **overrides})
 
@@ -86,7 +106,7 @@ class WorldModelSpec:
         if unknown:
             raise ValueError(f"unknown world model spec keys: {sorted(unknown)}")
         values = {**values}
-        for key in ("action_low", "action_high", "action_scale"):
+        for key in ("action_low", "action_high", "action_scale", *NORMALIZATION_KEYS):
             if values.get(key) is not None:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
@@ -135,8 +155,12 @@ class WorldModel(nn.Module):
         """
         context = self.encode_frames(frames)  # (R, N, D)
         goal_features = self.encode_frames(goals.unsqueeze(1))  # (R, N, D)
+        normalizer = self.spec.normalizer()
+        predictor = (
+            self.predictor if normalizer is None else NormalizedRollout(self.predictor, normalizer)
+        )
         energy = latent_goal_energy(
-            self.predictor,
+            predictor,
             context,
             states.float(),
             goal_features,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 from flows.commands.common import UsageError, add_feature_arguments, emit_json
 
@@ -41,6 +42,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--env-kwargs", default="{}", help="JSON object of env constructor arguments"
     )
+    parser.add_argument(
+        "--cem",
+        default="{}",
+        help=(
+            "JSON object of CEM settings over the bundle's world_model.json, e.g. "
+            '\'{"num_samples": 256, "num_iterations": 6, "num_elites": 16, "horizon": 1, '
+            '"momentum_mean": 0.0, "min_relative_spread": 0.001}\' (in-process planner only)'
+        ),
+    )
     parser.add_argument("--server", default=None, help="plan through this HTTP planner URL")
     parser.add_argument("--token-env", default=None, help="env variable holding the bearer token")
     parser.add_argument("--output", default="eval-planning", help="folder for results and plot")
@@ -76,6 +86,16 @@ def check_features(args: argparse.Namespace, checkpoint: str) -> None:
             )
 
 
+def _json_object(flag: str, text: str) -> dict[str, Any]:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{flag} is not JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise UsageError(f"{flag} must be a JSON object")
+    return values
+
+
 def _env_kwargs(text: str) -> dict[str, object]:
     try:
         values = json.loads(text)
@@ -103,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             action_repeat=args.action_repeat,
             env_kwargs=_env_kwargs(args.env_kwargs),
+            cem=_json_object("--cem", args.cem),
         )
         check_env(make_env(config.env, config.env_kwargs))
     except (ValueError, CollectError) as error:

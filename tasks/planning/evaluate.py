@@ -8,6 +8,11 @@ than the env), observe, re-plan warm-started from the previous plan. The same ep
 run again with uniform random actions. Success = the state within `tolerance` of the
 goal state; an episode stops early once it succeeds (for both controllers alike).
 
+Each planning step logs the spread of the candidate energies (`CEMResult.spread`); where
+it is below the model's noise floor (`CEMConfig.min_relative_spread`) the planner takes
+the no-op action and the warm start is dropped, and the summary counts those steps.
+CEM settings come from the bundle's `world_model.json`, overridden by `EvalConfig.cem`.
+
 Works with any env that follows the collect protocol (Box actions, `rgb_array` frames,
 `info["state"]` or a Box observation). The planner is in-process (`WorldModelPlanner`)
 or anything with the same `plan` method (the HTTP client, wired in by the flow).
@@ -19,17 +24,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from modeling.cem import shift_plan
+from modeling.cem import CEMConfig, shift_plan
 from modeling.world_model import WorldModel, load_world_model
 from tasks.robot.collect import RandomPolicy, check_env, extract_state, make_env
 
+CEM_FIELDS = tuple(f.name for f in fields(CEMConfig))
 Controller = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (frame, state) -> action
 
 
@@ -58,6 +64,7 @@ class EvalConfig:
     seed: int = 0
     action_repeat: int | None = None  # None: env fps / model control fps (1 if unknown)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    cem: dict[str, Any] = field(default_factory=dict)  # CEMConfig fields over the bundle's
 
     def __post_init__(self) -> None:
         if min(self.episodes, self.max_steps, self.goal_steps) < 1:
@@ -66,6 +73,9 @@ class EvalConfig:
             raise ValueError(f"tolerance must be positive, got {self.tolerance}")
         if self.action_repeat is not None and self.action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {self.action_repeat}")
+        unknown = set(self.cem) - {f.name for f in fields(CEMConfig)}
+        if unknown:
+            raise ValueError(f"unknown CEM settings {sorted(unknown)}; known: {CEM_FIELDS}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class EpisodeResult:
     final_distance: float
     success: bool
     steps: int
+    mean_energy_spread: float | None = None  # planner only: std / mean of candidate energies
+    noop_steps: int = 0  # planner steps below the noise floor (no-op action, warm start reset)
 
 
 class WorldModelPlanner:
@@ -87,6 +99,8 @@ class WorldModelPlanner:
         self.model = model.eval()
         self.cem = model.spec.cem_config(**cem_overrides)
         self.generator = torch.Generator().manual_seed(seed)
+        self.last_spread: float | None = None
+        self.last_confident = True
 
     def _image(self, frame: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 of any size: `WorldModel.encode_frames` brings it to the spec's size."""
@@ -106,6 +120,9 @@ class WorldModelPlanner:
         if previous_plan is not None:
             warm = shift_plan(torch.as_tensor(previous_plan, dtype=torch.float32)[None])
         result = self.model.plan(frames, states, goals, self.cem, warm, self.generator)
+        if result.spread is not None and result.confident is not None:
+            self.last_spread = float(result.spread[0, 0])
+            self.last_confident = bool(result.confident[0])
         return result.plan[0].numpy()  # (H, A)
 
 
@@ -162,18 +179,38 @@ def run_episode(
     return initial, distance, steps
 
 
+class PlanningController:
+    """Receding horizon: plan, keep the first action, remember the plan for the warm start.
+
+    Spreads and no-op steps are read from the planner when it reports them
+    (`WorldModelPlanner.last_spread` / `last_confident`); a plan below the noise floor is
+    executed (it is the no-op) but not kept as the next warm start.
+    """
+
+    def __init__(self, planner: Planner, goal: np.ndarray, low: np.ndarray, high: np.ndarray):
+        self.planner, self.goal, self.low, self.high = planner, goal, low, high
+        self.plan: np.ndarray | None = None
+        self.spreads: list[float] = []
+        self.noops = 0
+
+    def __call__(self, frame: np.ndarray, state: np.ndarray) -> np.ndarray:
+        plan = np.asarray(self.planner.plan(frame, state, self.goal, self.plan), dtype=np.float32)
+        spread = getattr(self.planner, "last_spread", None)
+        if spread is not None:
+            self.spreads.append(spread)
+        confident = getattr(self.planner, "last_confident", True)
+        self.noops += 0 if confident else 1
+        self.plan = plan if confident else None  # (H, A); noise is no warm start
+        return np.clip(plan[0], self.low, self.high)
+
+    def mean_spread(self) -> float | None:
+        return float(np.mean(self.spreads)) if self.spreads else None
+
+
 def planner_controller(
     planner: Planner, goal: np.ndarray, low: np.ndarray, high: np.ndarray
-) -> Controller:
-    """Receding horizon: plan, keep the first action, remember the plan for the warm start."""
-    memory: dict[str, np.ndarray] = {}
-
-    def act(frame: np.ndarray, state: np.ndarray) -> np.ndarray:
-        plan = np.asarray(planner.plan(frame, state, goal, memory.get("plan")), dtype=np.float32)
-        memory["plan"] = plan  # (H, A)
-        return np.clip(plan[0], low, high)
-
-    return act
+) -> PlanningController:
+    return PlanningController(planner, goal, low, high)
 
 
 def random_controller(env: Any, seed: int) -> Controller:
@@ -222,13 +259,14 @@ def evaluate(
         for episode in range(config.episodes):
             seed = config.seed + episode
             goal_frame, goal_state = make_goal(env, seed, config.goal_steps)
-            for rows, controller in (
-                (planned, planner_controller(planner, goal_frame, space.low, space.high)),
-                (randoms, random_controller(env, seed)),
-            ):
+            planning = planner_controller(planner, goal_frame, space.low, space.high)
+            for rows, controller in ((planned, planning), (randoms, random_controller(env, seed))):
                 first, last, steps = run_episode(env, seed, goal_state, controller, config, repeat)
                 success = last <= config.tolerance
                 rows.append(EpisodeResult(episode, seed, first, last, success, steps))
+            planned[-1] = replace(
+                planned[-1], mean_energy_spread=planning.mean_spread(), noop_steps=planning.noops
+            )
             if progress is not None:
                 progress(episode + 1, planned[-1], randoms[-1])
     finally:
@@ -258,10 +296,18 @@ def summarise(
         "random_mean_final_distance": float(np.mean([r.final_distance for r in randoms])),
         "mean_initial_distance": float(np.mean([r.initial_distance for r in planned])),
         "mean_planner_steps": float(np.mean([r.steps for r in planned])),
+        "mean_energy_spread": _mean_or_none([r.mean_energy_spread for r in planned]),
+        "noop_fraction": sum(r.noop_steps for r in planned) / max(1, sum(r.steps for r in planned)),
+        "cem_overrides": dict(config.cem),
         "seconds": round(seconds, 3),
         "planner_episodes": [asdict(r) for r in planned],
         "random_episodes": [asdict(r) for r in randoms],
     }
+
+
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
 
 
 def plot_distances(summary: dict[str, Any], uri: str) -> str:

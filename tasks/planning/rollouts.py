@@ -4,6 +4,12 @@ From the first frame of each window the AC predictor rolls forward with the reco
 actions (and states); its per-step L1 error against the encoder features of the frames
 that really followed is compared with copying the first frame's features. A predictor
 that learned the dynamics beats the copy; post-training reports both on held-out episodes.
+
+Beating the copy is not enough: an action-independent average change beats it too. The
+shuffled-action gain measures whether the actions matter: each window is rolled out again
+with another window's actions (the batch rotated by one), and the rise of the error over
+the true actions is divided by the copy error. About 0 means the predictor ignores its
+actions, whatever its rollout error says.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from modeling.ac_predictor import ACPredictor
 Window = dict[str, Any]
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # features, actions, states
 KEYS = ("frames", "states", "actions")
+MIN_ACTION_GAIN = 0.05  # below this the predictor is treated as blind to its actions
 
 
 def numpy_batches(windows: Iterable[Window], size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -31,6 +38,11 @@ def numpy_batches(windows: Iterable[Window], size: int) -> Iterator[dict[str, np
             chunk = []
     if chunk:
         yield {key: np.stack([w[key] for w in chunk]) for key in KEYS}
+
+
+def shuffled(actions: torch.Tensor) -> torch.Tensor:
+    """Each window gets the next window's actions (rotation by one along the batch)."""
+    return actions.roll(1, dims=0)
 
 
 def rollout_errors(
@@ -61,17 +73,22 @@ def heldout_errors(
     """Mean errors over `windows`: headline over the first `horizon` steps, and per step."""
     model_sum: torch.Tensor | None = None
     copy_sum: torch.Tensor | None = None
-    count = 0
+    count, rise, rise_copy = 0, 0.0, 0.0
     for batch in numpy_batches(windows, batch_size):
         features, actions, states = to_tensors(batch)
-        model, copy = (e.sum(0).cpu() for e in rollout_errors(predictor, features, actions, states))
-        model_sum = model if model_sum is None else model_sum + model  # (T-1,)
-        copy_sum = copy if copy_sum is None else copy_sum + copy  # (T-1,)
+        model, copy = rollout_errors(predictor, features, actions, states)  # (B, T-1) each
+        if features.shape[0] > 1:  # a lone window has no other window's actions to take
+            other, _ = rollout_errors(predictor, features, shuffled(actions), states)
+            rise += float((other - model)[:, :horizon].sum())
+            rise_copy += float(copy[:, :horizon].sum())
+        model_sum = model.sum(0).cpu() if model_sum is None else model_sum + model.sum(0).cpu()
+        copy_sum = copy.sum(0).cpu() if copy_sum is None else copy_sum + copy.sum(0).cpu()
         count += features.shape[0]
     if model_sum is None or copy_sum is None:
         raise ValueError("the held-out episodes are too short for one window")
     model_steps, copy_steps = (model_sum / count).tolist(), (copy_sum / count).tolist()
     return {
+        "shuffled_action_gain": rise / rise_copy if rise_copy > 0 else 0.0,
         "heldout_rollout_error": float(np.mean(model_steps[:horizon])),
         "heldout_copy_error": float(np.mean(copy_steps[:horizon])),
         "heldout_rollout_error_per_step": model_steps,

@@ -31,11 +31,20 @@ from torch import nn
 from modeling.ac_predictor import ACPredictor, ACPredictorConfig, ac_losses, ac_tiny
 from modeling.checkpoints import load_encoder
 from modeling.jepa import learning_rate, parameter_groups
+from modeling.normalization import Normalizer
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
 from tasks import storage
 from tasks.planning.rollouts import heldout_errors
 from tasks.robot.windows import Window
 from tasks.training.checkpoints import CheckpointStore
+from tasks.training.feature_cache import (
+    FeaturePool,
+    cache_key,
+    dataset_version,
+    encode_pool,
+    file_digest,
+    load_or_encode,
+)
 from tasks.training.job import WorkerContext, autocast
 from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
@@ -120,6 +129,7 @@ class PosttrainJob:
             camera=facts.camera or None,
             state_key=facts.state_key,
             action_key=facts.action_key,
+            **normalization_fields(facts.normalizer),  # type: ignore[arg-type]
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -157,6 +167,10 @@ class PosttrainJob:
                 features = self.model.encode_frames(frames).float()  # (B, T*N, D)
         actions = torch.as_tensor(batch["actions"], dtype=torch.float32, device=device)
         states = torch.as_tensor(batch["states"], dtype=torch.float32, device=device)
+        normalizer = self.facts.normalizer
+        if normalizer is not None:  # the predictor sees unit-scale inputs (spec: the statistics)
+            actions = normalizer.normalize_actions(actions)  # (B, T-1, A)
+            states = normalizer.normalize_states(states)  # (B, T, S)
         return features, actions, states
 
     def train_step(self, batch: dict[str, np.ndarray], step: int) -> dict[str, float]:
@@ -185,9 +199,17 @@ class PosttrainJob:
             self.config.batch_size,
         )
 
+    def record_checks(self, gain: float, errors: dict[str, Any]) -> None:
+        """Held-out checks into the spec (`world_model.json`): action gain and rollout / copy."""
+        ratio = errors["heldout_rollout_error"] / max(errors["heldout_copy_error"], 1e-12)
+        spec = dataclasses.replace(self.model.spec, shuffled_action_gain=gain, heldout_ratio=ratio)
+        self.model.spec = spec
+
     def export(self, heldout: Iterable[Window]) -> dict[str, Any]:
         """World-model bundle, loss curve, held-out errors and summary under the output URI."""
         output = self.config.output
+        errors = self.heldout_errors(heldout)
+        self.record_checks(errors.pop("shuffled_action_gain"), errors)
         bundle = export_bundle(self.model, storage.join(output, "final", "world_model"))
         rows = CheckpointStore(output).metrics()
         curve = plot_curves(
@@ -196,7 +218,6 @@ class PosttrainJob:
             storage.join(output, "loss.png"),
             "AC post-training loss",
         )
-        errors = self.heldout_errors(heldout)
         last = rows[-10:]
         summary = {
             "job": "posttrain",
@@ -221,6 +242,11 @@ class PosttrainJob:
         }
         write_summary(output, summary)
         return summary
+
+
+def normalization_fields(normalizer: Normalizer | None) -> dict[str, tuple[float, ...]]:
+    """The spec fields that record the input normalisation (none when inputs are raw)."""
+    return {} if normalizer is None else dataclasses.asdict(normalizer)
 
 
 def export_bundle(model: WorldModel, uri: str) -> str:
@@ -250,6 +276,34 @@ def window_batches(name: str, batch_size: int, seed: int) -> Callable[[int], Ite
     return epoch_batches
 
 
+def cached_source(job: PosttrainJob, encoder_digest: str) -> Callable[[int], Iterable[Any]]:
+    """Batches of this worker's windows from a `FeaturePool`: encoded once, reused on reruns."""
+    import ray.train
+
+    config, facts, context = job.config, job.facts, job.context
+    shape = {
+        "frames": config.frames,
+        "fps": facts.fps,
+        "image_size": facts.image_size,
+        "keys": list(facts.keys()),
+        "train_episodes": list(facts.train_episodes),
+        "rank": context.rank,
+        "world_size": context.world_size,
+    }
+    key = cache_key(encoder_digest, dataset_version(config.trajectories), shape)
+    folder = config.feature_cache or storage.join(config.output, "feature_cache")
+    shard = ray.train.get_dataset_shard("train")
+
+    def encode() -> FeaturePool:
+        batches = shard.iter_batches(batch_size=64, batch_format="numpy", drop_last=False)
+        return encode_pool(lambda batch: job.tensors(batch)[0].cpu().numpy(), batches)
+
+    pool, reused = load_or_encode(storage.join(folder, f"{key}.npz"), encode)
+    state = "reused" if reused else "encoded"
+    print(f"[posttrain] features of {len(pool)} windows {state} ({key})", flush=True)
+    return pool.batches(config.batch_size, config.seed)
+
+
 def posttrain_loop(values: dict[str, Any]) -> None:
     """`train_loop_per_worker` of the post-training `TorchTrainer`."""
     from tasks.robot.windows import iter_windows
@@ -259,8 +313,13 @@ def posttrain_loop(values: dict[str, Any]) -> None:
     facts = DatasetFacts(**values["facts"])
     context = worker_context()
     with tempfile.TemporaryDirectory(prefix="vjepa-encoder-") as scratch:
-        job = PosttrainJob(config, facts, context, fetch_file(config.encoder, scratch))
-    source = window_batches("train", config.batch_size, config.seed)
+        encoder_path = fetch_file(config.encoder, scratch)
+        job = PosttrainJob(config, facts, context, encoder_path)
+        digest = file_digest(encoder_path)
+    if config.cache_features:
+        source = cached_source(job, digest)
+    else:
+        source = window_batches("train", config.batch_size, config.seed)
     loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name="posttrain")
     store = CheckpointStore(config.output)
     run_loop(job, source, store, loop, is_writer=context.is_writer, report=context.report)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from modeling.jepa import LRSchedule
+from modeling.normalization import Normalizer
 from tasks import storage
 from tasks.planning.dynamics import action_bounds, fit_action_scale, read_state_actions
 from tasks.robot.layout import ACTION_KEY, STATE_KEY
@@ -54,6 +55,13 @@ class PosttrainConfig:
     seed: int = 0
     resume: bool = False
     residual: bool = True  # the predictor learns the feature change (see ACPredictorConfig)
+    # Actions and states reach the predictor as (x - mean) / std with the training dataset's
+    # statistics (recorded in the world-model spec): one learning rate for +-0.2 rad and 0-512 px.
+    normalize: bool = True
+    # Train on features the frozen encoder computed once (`tasks.training.feature_cache`), kept
+    # in `feature_cache` (None: OUTPUT/feature_cache) for reruns; False re-encodes every step.
+    cache_features: bool = True
+    feature_cache: str | None = None
     # LeRobot features to train on: the video feature (None: the dataset's first), state, action.
     camera: str | None = None
     state_key: str = STATE_KEY
@@ -96,9 +104,15 @@ class DatasetFacts:
     total_frames: int = 0
     action_scale: tuple[float, ...] | None = None  # state change per action per control step
     action_scale_r2: float = 0.0
+    normalizer: Normalizer | None = None  # statistics of the recorded actions and states
     camera: str = ""  # the video feature resolved by the reader (config.camera or the first)
     state_key: str = STATE_KEY
     action_key: str = ACTION_KEY
+
+    def __post_init__(self) -> None:
+        if isinstance(self.normalizer, dict):  # `dataclasses.asdict` on its way to the workers
+            stats = {key: tuple(value) for key, value in self.normalizer.items()}
+            object.__setattr__(self, "normalizer", Normalizer(**stats))
 
     def keys(self) -> tuple[str, str, str]:
         """(video, state, action) feature names, as `iter_windows` / `window_dataset` take them."""
@@ -152,6 +166,7 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
         config.trajectories, reader.state_key, reader.action_key
     )
     dynamics = fit_action_scale(states, actions, episodes, stride)
+    normalizer = Normalizer.fit(actions, states) if config.normalize else None
     return DatasetFacts(
         image_size=image_size,
         fps=float(fps),
@@ -164,6 +179,7 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
         total_frames=int(reader.info.get("total_frames", 0)),
         action_scale=dynamics.scale,
         action_scale_r2=dynamics.r2,
+        normalizer=normalizer,
         camera=reader.video_key,
         state_key=reader.state_key,
         action_key=reader.action_key,

@@ -161,3 +161,30 @@ def test_latent_goal_energy_drives_cem_with_the_ac_predictor() -> None:
     assert bool((result.energy < values.view(robots, samples).mean(dim=1)).all())
     with pytest.raises(ValueError, match="split"):
         energy(candidates[:3])
+
+
+def test_energy_spread_is_logged_and_noise_below_the_floor_means_no_motion() -> None:
+    config = CEMConfig(num_samples=64, num_elites=8, num_iterations=3, horizon=2)
+    optimum = torch.full((2, 2, ACTION_DIM), 0.5)
+    informative = cem_plan(
+        _quadratic(optimum), 2, ACTION_DIM, -1.0, 1.0, config, None, _generator(0)
+    )
+    assert informative.spread is not None and informative.spread.shape == (3, 2)
+    assert bool((informative.spread[0] > 0.1).all()) and bool(informative.confident.all())
+
+    def noise(actions: torch.Tensor) -> torch.Tensor:  # energies that ignore the action
+        return 1.0 + 1e-6 * torch.randn(actions.shape[0], generator=_generator(1))
+
+    floor = CEMConfig(
+        num_samples=64, num_elites=8, num_iterations=3, horizon=2, min_relative_spread=1e-3
+    )
+    warm = torch.full((2, 2, ACTION_DIM), 0.9)
+    blind = cem_plan(noise, 2, ACTION_DIM, -1.0, 0.5, floor, warm, _generator(0))
+    assert not bool(blind.confident.any())
+    torch.testing.assert_close(blind.plan, torch.full((2, 2, ACTION_DIM), -0.25))  # bounds' centre
+    acting = cem_plan(noise, 2, ACTION_DIM, -1.0, 0.5, config, warm, _generator(0))
+    assert bool(acting.confident.all()) and float(acting.plan.abs().max()) > 0.3  # drifts on noise
+    informed = cem_plan(_quadratic(optimum), 2, ACTION_DIM, -1.0, 1.0, floor, None, _generator(0))
+    assert bool(informed.confident.all())  # a real signal is above the floor
+    with pytest.raises(ValueError, match="min_relative_spread"):
+        CEMConfig(min_relative_spread=-1.0)

@@ -100,3 +100,32 @@ def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "unknown env" in capsys.readouterr().err
     assert main([*missing, "--env-kwargs", "[1]"]) == 2
     assert "JSON object" in capsys.readouterr().err
+
+
+class NoisePlanner(WorldModelPlanner):
+    """A `WorldModelPlanner` whose every plan is below the noise floor."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.last_spread, self.last_confident = 1e-5, False
+
+    def plan(
+        self, frame: np.ndarray, state: np.ndarray, goal: np.ndarray, previous_plan: Any = None
+    ) -> np.ndarray:
+        self.calls.append(previous_plan)
+        return np.zeros((2, 2), dtype=np.float32)
+
+
+def test_plans_below_the_noise_floor_are_no_ops_without_warm_start() -> None:
+    planner = NoisePlanner()
+    config = EvalConfig(
+        ENV, "unused", episodes=2, tolerance=0.01, max_steps=4, goal_steps=30, cem={"horizon": 1}
+    )
+    summary = evaluate(config, planner, progress=None)
+    assert len(planner.calls) == 8 and all(p is None for p in planner.calls)  # no warm start
+    assert summary["noop_fraction"] == 1.0 and summary["mean_energy_spread"] == 1e-5
+    assert summary["cem_overrides"] == {"horizon": 1}
+    for row in summary["planner_episodes"]:
+        assert row["final_distance"] == pytest.approx(row["initial_distance"])  # never moved
+    with pytest.raises(ValueError, match="unknown CEM settings"):
+        EvalConfig(ENV, "unused", cem={"samples": 3})

@@ -3,8 +3,11 @@ predictor's rollout error is below the "no change" baseline (copying the context
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
+from tasks.planning.rollouts import MIN_ACTION_GAIN
 from tasks.training.posttrain import PosttrainJob
 
 
@@ -23,3 +26,15 @@ def test_heldout_rollout_beats_no_change(
     print("held-out errors", errors)
     assert errors["heldout_windows"] >= 64
     assert errors["heldout_rollout_error"] < errors["heldout_copy_error"], errors
+
+
+def test_predictor_uses_its_actions_and_a_blind_one_scores_zero(
+    trained_world_model: tuple[str, PosttrainJob, list],
+) -> None:
+    _, job, held = trained_world_model
+    gain = job.heldout_errors(held)["shuffled_action_gain"]
+    assert gain >= MIN_ACTION_GAIN, gain
+    blind = copy.deepcopy(job)
+    for parameter in blind.model.predictor.action_encoder.parameters():
+        parameter.data.zero_()  # the action token is the same whatever the action
+    assert abs(blind.heldout_errors(held)["shuffled_action_gain"]) < 1e-6
