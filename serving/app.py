@@ -19,6 +19,7 @@ from serving.config import ServingConfig
 from serving.embedder import Embedder
 from serving.ingress import Ingress
 from serving.planner import Planner
+from serving.proxy_guard import controller_options, logging_config
 from serving.vqa import VQA
 
 APP_NAME = "vjepa"
@@ -91,9 +92,13 @@ def serve_config(config: ServingConfig) -> dict[str, Any]:
         "import_path": IMPORT_PATH,
         "args": config.public_dict(),
         "deployments": deployments,
+        "logging_config": logging_config(config),
     }
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": config.host, "port": config.port},
+        # the proxies inherit the controller's variables: they run serving.proxy_guard
+        "controller_options": controller_options(config),
+        "logging_config": logging_config(config),
         "applications": [application],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per planner replica")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per planner replica")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without --token-env (anyone who can reach it may call it)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log one line per request (off by default)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument(
         "--token-env",
@@ -93,6 +102,7 @@ def build_config(args: argparse.Namespace, for_file: bool) -> Any:
                 "host": args.host,
                 "port": args.port,
                 "cache_dir": args.cache_dir,
+                "access_log": args.access_log,
                 "planner": planner,
                 "limits": {"max_body_bytes": int(args.max_body_mb * 1024 * 1024)},
                 "batching": {
@@ -110,6 +120,28 @@ def build_config(args: argparse.Namespace, for_file: bool) -> Any:
         return config
     except (ConfigError, ValidationError) as error:
         raise UsageError(str(error)) from None
+
+
+def check_exposure(host: str, token_env: str | None, insecure: bool) -> None:
+    """Refuse to listen beyond loopback without a token, unless the operator said --insecure."""
+    if token_env or insecure or is_loopback(host):
+        return
+    raise UsageError(
+        f"--host {host} accepts connections from other machines, and without --token-env "
+        "anyone who reaches it can plan and embed; set --token-env VAR (a bearer token in $VAR), "
+        "or pass --insecure to serve without auth on purpose"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another host name may resolve to any interface: treat it as exposed
+        return False
 
 
 def check_bundles(models: dict[str, str]) -> None:
@@ -138,30 +170,48 @@ def write_config(config: Any, target: str) -> None:
         print(f"replicas read the bearer token from ${config.token_env}; set it from a secret")
 
 
+class Stop(Exception):
+    """SIGTERM (Kubernetes, Docker, systemd): stop like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the shutdown short
+    raise Stop()
+
+
 def serve_forever(config: Any) -> None:
+    """Run until Ctrl-C or SIGTERM, then shut Serve down (draining replicas) and Ray."""
     import httpx
     import ray
     from ray import serve
 
     from serving.app import APP_NAME, build_app
+    from serving.proxy_guard import logging_config, start_options
 
-    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+    # no RAY_ADDRESS: a Ray of our own (never a `ray start` cluster found on the machine)
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", ignore_reinit_error=True)
+    signal.signal(signal.SIGTERM, _on_sigterm)  # after ray.init, which installs its own
     try:
-        serve.start(http_options={"host": config.host, "port": config.port})
+        serve.start(**start_options(config))
         try:
-            serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+            app = build_app(config)
+            serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging_config(config))
         except RuntimeError as error:  # a replica failed to start; Serve's message says why
             raise ServeError(f"the application did not start: {error}") from None
         url = f"http://{config.host}:{config.port}"
         httpx.get(f"{url}/healthz", timeout=30).raise_for_status()
         models = ", ".join(config.models)
-        print(f"serving {models} at {url} (Ctrl-C to stop)", flush=True)
+        print(f"serving {models} at {url} (Ctrl-C or SIGTERM to stop)", flush=True)
         while True:
             time.sleep(1.0)
-    except KeyboardInterrupt:
-        print("stopping", file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, Stop) as stop:
+        name = "SIGTERM" if isinstance(stop, Stop) else "Ctrl-C"
+        print(f"stopping ({name}): draining requests", file=sys.stderr, flush=True)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         serve.shutdown()
+        ray.shutdown()
+        print("stopped", file=sys.stderr, flush=True)
 
 
 class ServeError(Exception):
@@ -172,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     if args.replicas < 1 or (args.max_replicas is not None and args.max_replicas < args.replicas):
         raise UsageError("--replicas must be >= 1 and --max-replicas >= --replicas")
     config = build_config(args, for_file=bool(args.config_out))
+    check_exposure(config.host, config.token_env, args.insecure)
     if args.config_out:
         write_config(config, args.config_out)
         return 0

@@ -88,3 +88,25 @@ def test_builder_reads_the_token_variable_for_replicas_that_cannot(
     built = with_builder_token(config)
     assert built.token is not None and built.resolve_token() == "set-after-ray-init"
     assert "set-after-ray-init" not in str(built.public_dict())
+
+
+@pytest.mark.parametrize(
+    "raw", ["from-file-token-123\n", " from-file-token-123\r\n", "from-file-token-123 "]
+)
+def test_a_token_with_a_trailing_newline_still_matches(
+    raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.auth import check_bearer
+
+    monkeypatch.setenv("VJEPA_TEST_FILE_TOKEN", raw)  # a secret made with --from-file
+    from_variable = ServingConfig(models={"a": "/a"}, token_env="VJEPA_TEST_FILE_TOKEN")
+    from_value = ServingConfig(models={"a": "/a"}, token=SecretStr(raw))
+    for config in (from_variable, from_value):
+        assert config.resolve_token() == "from-file-token-123"
+        check_bearer("Bearer from-file-token-123", config.resolve_token())
+
+
+def test_a_blank_token_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VJEPA_TEST_FILE_TOKEN", "\n")
+    with pytest.raises(ConfigError):
+        ServingConfig(models={"a": "/a"}, token_env="VJEPA_TEST_FILE_TOKEN").resolve_token()

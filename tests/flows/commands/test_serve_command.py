@@ -39,6 +39,12 @@ def test_config_out_writes_a_deployable_serve_config(tmp_path: Path) -> None:
     assert code == 0
     loaded = yaml.safe_load(target.read_text())
     assert loaded["http_options"]["port"] == 9000
+    # proxies started from the file run the guard (header limits, 503 for a dead ingress)
+    proxy_env = loaded["controller_options"]["runtime_env"]["env_vars"]
+    assert proxy_env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == (
+        "serving.proxy_guard:proxy_callback"
+    )
+    assert loaded["logging_config"] == {"enable_access_log": False}
     application = loaded["applications"][0]
     assert application["import_path"] == "serving.app:app_builder"
     config = ServingConfig.model_validate(application["args"])
@@ -68,6 +74,35 @@ def test_bad_flags_exit_2_with_a_message(
     os.environ.pop("VJEPA_TEST_UNSET_VAR", None)
     assert main(["serve", *flags]) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "::", "robots.example"])
+def test_a_non_loopback_host_without_a_token_is_refused(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--checkpoint", "a=/does/not/exist", "--host", host]) == 2
+    error = capsys.readouterr().err
+    assert "--token-env" in error and "--insecure" in error and "other machines" in error
+
+
+@pytest.mark.parametrize(
+    "flags", [["--host", "0.0.0.0", "--insecure"], ["--host", "127.0.0.1"], ["--host", "::1"]]
+)
+def test_loopback_or_insecure_hosts_pass_the_exposure_check(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--checkpoint", "a=/does/not/exist", *flags]) == 2
+    assert "not a bundle" in capsys.readouterr().err  # the next check, so this one passed
+
+
+def test_access_log_is_off_unless_asked(tmp_path: Path) -> None:
+    from flows.cli import build_parser
+    from flows.commands.serve import build_config
+
+    parser = build_parser()
+    quiet = build_config(parser.parse_args(["serve", "--checkpoint", "a=/x"]), for_file=False)
+    loud = parser.parse_args(["serve", "--checkpoint", "a=/x", "--access-log"])
+    assert not quiet.access_log and build_config(loud, for_file=False).access_log
 
 
 @pytest.mark.slow
