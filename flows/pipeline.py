@@ -10,9 +10,10 @@ same work folder finishes an interrupted run instead of starting over.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +27,7 @@ from flows.evaluate import eval_planning_flow
 from flows.posttrain import posttrain_flow
 from flows.pretrain import pretrain_flow
 from flows.probe import probe_flow, probe_job, publish_probe
-from flows.report import write_report
+from flows.report import DemoStages, write_report
 from tasks import storage
 from tasks.planning.evaluate import EvalConfig
 from tasks.runtime import ensure_ray
@@ -34,6 +35,7 @@ from tasks.training.launch import ScaleConfig, cluster_cpus
 from tasks.training.posttrain_inputs import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
+from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSummary
 
 TOKEN_ENV = "VJEPA_DEMO_TOKEN"
 
@@ -96,12 +98,12 @@ def side_by_side(scale: ScaleConfig, jobs: int) -> bool:
 
 def _probes(
     config: DemoConfig, encoder: str, labels: str, scale: ScaleConfig
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[str, ProbeSummary]]:
     """`label -> {"pretrained": summary, "random": summary}`: both encoders probed identically,
     side by side when the cluster has the CPUs for both jobs."""
     encoders = {"pretrained": encoder, "random": RANDOM_PREFIX + config.preset}
     parallel = side_by_side(scale, len(encoders))
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, ProbeSummary]] = {}
     for column in config.probe_labels:
         configs = {
             name: ProbeConfig(
@@ -128,42 +130,37 @@ def _probes(
     return results
 
 
-def probe_figures(probes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+def probe_figures(
+    probes: Mapping[str, Mapping[str, ProbeSummary]],
+) -> dict[str, dict[str, float]]:
     """Per label: mean top-1 over the heads and its spread, for both encoders."""
     return {
         column: {
-            key: float(summary.get(field, 0.0))
+            key: value
             for name, summary in pair.items()
-            for key, field in ((name, "accuracy"), (f"{name}_std", "accuracy_std"))
+            for key, value in ((name, summary.accuracy), (f"{name}_std", summary.accuracy_std))
         }
         for column, pair in probes.items()
     }
 
 
-@flow(name="demo")
-def demo_flow(config: DemoConfig) -> dict[str, Any]:
-    """Run every stage on the embedded defaults; returns URIs and headline figures."""
-    logger = get_run_logger()
-    ensure_ray()
-    scale = ScaleConfig(num_workers=1)
-    labels = sample_videos(config)
-    curate_config = {"fps": config.fps, "frames": config.frames, "size": config.size}
-    curated = curate_flow([config.path("videos")], config.path("curated"), curate_config)
-    pretrained = pretrain_flow(
-        PretrainConfig(
-            data=config.path("curated"),
-            output=config.path("pretrain"),
-            preset=config.preset,
-            steps=config.pretrain_steps,
-            peak_lr=config.pretrain_lr,
-            ema_momentum=config.ema,
-            crop_scale=config.crop_scale,
-            seed=config.seed,
-            resume=True,
-        ),
-        scale,
+def _pretrain(config: DemoConfig, scale: ScaleConfig) -> PretrainSummary:
+    pretrain = PretrainConfig(
+        data=config.path("curated"),
+        output=config.path("pretrain"),
+        preset=config.preset,
+        steps=config.pretrain_steps,
+        peak_lr=config.pretrain_lr,
+        ema_momentum=config.ema,
+        crop_scale=config.crop_scale,
+        seed=config.seed,
+        resume=True,
     )
-    probes = _probes(config, pretrained["checkpoint"], labels, scale)
+    return pretrain_flow(pretrain, scale)
+
+
+def _posttrain(config: DemoConfig, encoder: str, scale: ScaleConfig) -> PosttrainSummary:
+    """Collect the robot episodes (unless a previous run did), then post-train on them."""
     trajectories = config.path("trajectories")
     if not trajectories_exist(trajectories):
         collect_flow(
@@ -173,61 +170,101 @@ def demo_flow(config: DemoConfig) -> dict[str, Any]:
             steps_per_episode=config.steps_per_episode,
             seed=config.seed,
         )
-    posttrained = posttrain_flow(
-        PosttrainConfig(
-            encoder=pretrained["checkpoint"],
-            trajectories=trajectories,
-            output=config.path("posttrain"),
-            steps=config.posttrain_steps,
-            fps=config.control_fps,
-            seed=config.seed,
-            resume=True,
-        ),
-        scale,
+    posttrain = PosttrainConfig(
+        encoder=encoder,
+        trajectories=trajectories,
+        output=config.path("posttrain"),
+        steps=config.posttrain_steps,
+        fps=config.control_fps,
+        seed=config.seed,
+        resume=True,
     )
-    logger.info("serving %s for closed-loop planning", posttrained["checkpoint"])
-    with served(posttrained["checkpoint"]) as url:
-        evaluation = eval_planning_flow(
-            EvalConfig(
-                env=config.env,
-                checkpoint=posttrained["checkpoint"],
-                episodes=config.eval_episodes,
-                goal_steps=config.goal_steps,
-                seed=config.seed,
-            ),
-            config.path("planning"),
-            server=url,
-            token_env=TOKEN_ENV,
+    return posttrain_flow(posttrain, scale)
+
+
+def _plan(config: DemoConfig, world_model: str) -> dict[str, Any]:
+    """Serve the world model and evaluate closed-loop planning through the HTTP server."""
+    get_run_logger().info("serving %s for closed-loop planning", world_model)
+    evaluation = EvalConfig(
+        env=config.env,
+        checkpoint=world_model,
+        episodes=config.eval_episodes,
+        goal_steps=config.goal_steps,
+        seed=config.seed,
+    )
+    with served(world_model) as url:
+        return eval_planning_flow(
+            evaluation, config.path("planning"), server=url, token_env=TOKEN_ENV
         )
-    headline = probes[config.probe_labels[0]]
-    figures = probe_figures(probes)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    """What `vjepa demo` returns and prints with `--json`: URIs and headline figures."""
+
+    curated: str
+    encoder_checkpoint: str
+    probe_checkpoint: str
+    world_model_dir: str
+    report: str
+    pretrain_first_loss: float | None
+    pretrain_final_loss: float
+    probe_label: str
+    probe_accuracy: float
+    random_probe_accuracy: float
+    probe_accuracy_std: float
+    random_probe_accuracy_std: float
+    probes: dict[str, dict[str, float]]
+    heldout_rollout_error: float
+    heldout_copy_error: float
+    success_rate: float
+    random_success_rate: float
+    mean_final_distance: float
+    random_mean_final_distance: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def demo_result(config: DemoConfig, stages: DemoStages, report: str) -> DemoResult:
+    """The headline of a finished demo (the first probed label is the headline probe)."""
+    planning = stages.planning
+    figures = probe_figures(stages.probes)
     top = figures[config.probe_labels[0]]
-    stages = {
-        "curate": curated,
-        "pretrain": pretrained,
-        "probes": probes,
-        "posttrain": posttrained,
-        "planning": evaluation,
-    }
-    report = write_report(config.path("report"), stages)
-    return {
-        "curated": curated["output"],
-        "encoder": pretrained["checkpoint"],
-        "probe": headline["pretrained"]["checkpoint"],
-        "world_model": posttrained["checkpoint"],
-        "report": report,
-        "pretrain_first_loss": pretrained["first_loss"],
-        "pretrain_final_loss": pretrained["final_loss"],
-        "probe_label": config.probe_labels[0],
-        "probe_accuracy": top["pretrained"],
-        "random_probe_accuracy": top["random"],
-        "probe_accuracy_std": top["pretrained_std"],
-        "random_probe_accuracy_std": top["random_std"],
-        "probes": figures,
-        "heldout_rollout_error": posttrained["heldout_rollout_error"],
-        "heldout_copy_error": posttrained["heldout_copy_error"],
-        "success_rate": evaluation["success_rate"],
-        "random_success_rate": evaluation["random_success_rate"],
-        "mean_final_distance": evaluation["mean_final_distance"],
-        "random_mean_final_distance": evaluation["random_mean_final_distance"],
-    }
+    return DemoResult(
+        curated=str(stages.curate["output"]),
+        encoder_checkpoint=stages.pretrain.encoder_checkpoint,
+        probe_checkpoint=stages.probes[config.probe_labels[0]]["pretrained"].probe_checkpoint,
+        world_model_dir=stages.posttrain.world_model_dir,
+        report=report,
+        pretrain_first_loss=stages.pretrain.first_loss,
+        pretrain_final_loss=stages.pretrain.final_loss,
+        probe_label=config.probe_labels[0],
+        probe_accuracy=top["pretrained"],
+        random_probe_accuracy=top["random"],
+        probe_accuracy_std=top["pretrained_std"],
+        random_probe_accuracy_std=top["random_std"],
+        probes=figures,
+        heldout_rollout_error=stages.posttrain.heldout_rollout_error,
+        heldout_copy_error=stages.posttrain.heldout_copy_error,
+        success_rate=planning["success_rate"],
+        random_success_rate=planning["random_success_rate"],
+        mean_final_distance=planning["mean_final_distance"],
+        random_mean_final_distance=planning["random_mean_final_distance"],
+    )
+
+
+@flow(name="demo")
+def demo_flow(config: DemoConfig) -> DemoResult:
+    """Run every stage on the embedded defaults; returns URIs and headline figures."""
+    ensure_ray()
+    scale = ScaleConfig(num_workers=1)
+    labels = sample_videos(config)
+    curate_config = {"fps": config.fps, "frames": config.frames, "size": config.size}
+    curated = curate_flow([config.path("videos")], config.path("curated"), curate_config)
+    pretrained = _pretrain(config, scale)
+    probes = _probes(config, pretrained.encoder_checkpoint, labels, scale)
+    posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale)
+    evaluation = _plan(config, posttrained.world_model_dir)
+    stages = DemoStages(curated, pretrained, probes, posttrained, evaluation)
+    return demo_result(config, stages, write_report(config.path("report"), stages))

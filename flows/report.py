@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,8 +10,19 @@ from typing import Any
 
 from tasks import storage
 from tasks.training.outputs import fetch_file, upload_file
+from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSummary
 
-Stages = Mapping[str, Mapping[str, Any]]
+
+@dataclasses.dataclass(frozen=True)
+class DemoStages:
+    """The results of every demo stage that the report shows."""
+
+    curate: Mapping[str, Any]
+    pretrain: PretrainSummary
+    probes: Mapping[str, Mapping[str, ProbeSummary]]  # label -> encoder name -> summary
+    posttrain: PosttrainSummary
+    planning: Mapping[str, Any]
+
 
 # How the report names the two encoders that every probe compares.
 ENCODER_NAMES = {"pretrained": "pretrained", "random": "random init"}
@@ -30,7 +42,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(lines)
 
 
-def comparison_plot(stages: Stages, path: Path) -> None:
+def comparison_plot(stages: DemoStages, path: Path) -> None:
     """Bars: probe accuracy (pretrained vs random encoder), planning success (planner vs random)."""
     import matplotlib
 
@@ -38,19 +50,19 @@ def comparison_plot(stages: Stages, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
-    probes = stages["probes"]
+    probes = stages.probes
     labels = list(probes)
     width = 0.38
     for offset, (name, colour) in enumerate((("pretrained", "tab:blue"), ("random", "tab:gray"))):
         positions = [index + (offset - 0.5) * width for index in range(len(labels))]
-        heights = [probes[label][name]["accuracy"] for label in labels]
-        errors = [probes[label][name].get("accuracy_std", 0.0) for label in labels]
+        heights = [probes[label][name].accuracy for label in labels]
+        errors = [probes[label][name].accuracy_std for label in labels]
         axes[0].bar(positions, heights, width, yerr=errors, color=colour, label=ENCODER_NAMES[name])
     axes[0].set_xticks(range(len(labels)), labels)
     axes[0].set_title("probe top-1 (held out)")
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=8)
-    planning = stages["planning"]
+    planning = stages.planning
     success = [planning["success_rate"], planning["random_success_rate"]]
     axes[1].bar(["CEM planner", "random actions"], success, color=["tab:green", "tab:gray"])
     axes[1].set_title("planning success rate")
@@ -60,9 +72,9 @@ def comparison_plot(stages: Stages, path: Path) -> None:
     plt.close(figure)
 
 
-def _sections(stages: Stages) -> list[str]:
-    curate, pretrain = stages["curate"], stages["pretrain"]
-    post, planning = stages["posttrain"], stages["planning"]
+def _sections(stages: DemoStages) -> list[str]:
+    curate, pretrain = stages.curate, stages.pretrain
+    post, planning = stages.posttrain, stages.planning
     return [
         "## Curation\n\n"
         + _table(
@@ -81,10 +93,10 @@ def _sections(stages: Stages) -> list[str]:
             ("steps", "first loss", "final loss", "encoder"),
             [
                 (
-                    pretrain["steps"],
-                    pretrain["first_loss"],
-                    pretrain["final_loss"],
-                    pretrain["checkpoint"],
+                    pretrain.steps,
+                    pretrain.first_loss,
+                    pretrain.final_loss,
+                    pretrain.encoder_checkpoint,
                 )
             ],
         )
@@ -96,12 +108,12 @@ def _sections(stages: Stages) -> list[str]:
                 (
                     label,
                     ENCODER_NAMES.get(name, name),
-                    result["accuracy"],
-                    result.get("accuracy_std", 0.0),
-                    result["best_lr"],
-                    result["heldout_clips"],
+                    result.accuracy,
+                    result.accuracy_std,
+                    result.best_lr,
+                    result.heldout_clips,
                 )
-                for label, pair in stages["probes"].items()
+                for label, pair in stages.probes.items()
                 for name, result in pair.items()
             ],
         ),
@@ -110,10 +122,10 @@ def _sections(stages: Stages) -> list[str]:
             ("steps", "final loss", "held-out rollout error", "copy-last-frame error"),
             [
                 (
-                    post["steps"],
-                    post["final_loss"],
-                    post["heldout_rollout_error"],
-                    post["heldout_copy_error"],
+                    post.steps,
+                    post.final_loss,
+                    post.heldout_rollout_error,
+                    post.heldout_copy_error,
                 )
             ],
         )
@@ -134,12 +146,12 @@ def _sections(stages: Stages) -> list[str]:
     ]
 
 
-def write_report(output: str, stages: Stages) -> str:
+def write_report(output: str, stages: DemoStages) -> str:
     """Write `report.md` and its PNGs under `output`; returns the URI of `report.md`."""
     plots = {
-        "pretrain_loss.png": stages["pretrain"].get("loss_curve"),
-        "posttrain_loss.png": stages["posttrain"].get("loss_curve"),
-        "planning.png": stages["planning"].get("plot"),
+        "pretrain_loss.png": stages.pretrain.loss_curve,
+        "posttrain_loss.png": stages.posttrain.loss_curve,
+        "planning.png": stages.planning.get("plot"),
     }
     with tempfile.TemporaryDirectory(prefix="vjepa-report-") as scratch:
         folder = Path(scratch)

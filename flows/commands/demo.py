@@ -69,15 +69,15 @@ def run(args: argparse.Namespace) -> int:
         f"  probe top-1 on {label} (mean of heads +- spread): pretrained "
         f"{figures['pretrained']:.3f} +- {figures['pretrained_std']:.3f} vs random init "
         f"{figures['random']:.3f} +- {figures['random_std']:.3f}\n"
-        for label, figures in result["probes"].items()
+        for label, figures in result.probes.items()
     )
     print(
-        f"\ndemo finished in {minutes:.1f} min; report: {result['report']}\n"
+        f"\ndemo finished in {minutes:.1f} min; report: {result.report}\n"
         + probe_lines
-        + f"  AC held-out rollout error {result['heldout_rollout_error']:.4f} vs copy-last-frame "
-        f"{result['heldout_copy_error']:.4f}\n"
-        f"  planning success {result['success_rate']:.2f} vs random {result['random_success_rate']:.2f}"
+        + f"  AC held-out rollout error {result.heldout_rollout_error:.4f} vs copy-last-frame "
+        f"{result.heldout_copy_error:.4f}\n"
+        f"  planning success {result.success_rate:.2f} vs random {result.random_success_rate:.2f}"
     )
     if args.json:
-        emit_json({**result, "minutes": round(minutes, 2)})
+        emit_json({**result.as_dict(), "minutes": round(minutes, 2)})
     return 0

@@ -55,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def destination_file(destination: str, kind: str) -> str:
     """The output file: DST itself when it ends in .safetensors, else DST/KIND.safetensors."""
-    from tasks.storage import join
+    from storage import join
 
     if destination.endswith(OWN_SUFFIX):
         return destination
@@ -64,35 +64,18 @@ def destination_file(destination: str, kind: str) -> str:
 
 def fetch_source(source: str, scratch: Path) -> Path:
     """A local path for `source`, downloading an s3:// file or folder into `scratch`."""
-    from tasks.storage import filesystem, is_remote
+    from storage import download
 
-    if not is_remote(source):
-        path = Path(source)
-        if not path.exists():
-            raise UsageError(f"source not found: {source}")
-        return path
-    fs, remote = filesystem(source)
-    if not fs.exists(remote):
-        raise UsageError(f"source not found: {source}")
-    local = scratch / Path(remote.rstrip("/")).name
-    fs.get(remote, str(local), recursive=fs.isdir(remote))
-    return local
-
-
-def publish(local: Path, destination: str) -> None:
-    """Copy the written file to `destination` (local path or s3://)."""
-    from tasks.storage import filesystem
-
-    fs, remote = filesystem(destination)
-    parent = remote.rsplit("/", 1)[0] if "/" in remote else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.put_file(str(local), remote)
+    try:
+        return download(source, scratch)
+    except FileNotFoundError as error:
+        raise UsageError(f"source not found: {source}") from error
 
 
 def convert(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """Load strictly, write our format, return the summary."""
     from modeling.checkpoints import detect_layout, load_model, save_model
+    from storage import upload_file
 
     source = fetch_source(args.source, scratch)
     layout = detect_layout(source)
@@ -101,7 +84,7 @@ def convert(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     )
     target = destination_file(args.destination, args.kind)
     written = save_model(model, scratch / f"out{OWN_SUFFIX}")
-    publish(written, target)
+    upload_file(written, target)
     return {
         "source": args.source,
         "destination": target,

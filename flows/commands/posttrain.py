@@ -118,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
     except (ExistingRunError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
     print(
-        f"post-trained {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "
-        f"{summary['final_loss']:.4f}; held-out rollout error {summary['heldout_rollout_error']:.4f} "
-        f"vs no-change {summary['heldout_copy_error']:.4f}; world model at {summary['checkpoint']}"
-        f" (action scale {summary['spec'].get('action_scale')})"
+        f"post-trained {summary.steps} steps: loss {summary.first_loss:.4f} -> "
+        f"{summary.final_loss:.4f}; held-out rollout error {summary.heldout_rollout_error:.4f} "
+        f"vs no-change {summary.heldout_copy_error:.4f}; world model at {summary.world_model_dir}"
+        f" (action scale {summary.action_scale})"
     )
     if args.json:
-        emit_json(summary)
+        emit_json(summary.as_dict())
     return 0

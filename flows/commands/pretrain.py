@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     except (ExistingRunError, FileNotFoundError, ScaleError) as error:
         raise UsageError(str(error)) from error
     print(
-        f"pretrained {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "
-        f"{summary['final_loss']:.4f}; encoder at {summary['checkpoint']}"
+        f"pretrained {summary.steps} steps: loss {summary.first_loss:.4f} -> "
+        f"{summary.final_loss:.4f}; encoder at {summary.encoder_checkpoint}"
     )
     if args.json:
-        emit_json(summary)
+        emit_json(summary.as_dict())
     return 0

@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
     except (ExistingRunError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
     print(
-        f"probe on {config.encoder}: held-out top-1 {summary['accuracy']:.3f} "
-        f"+- {summary['accuracy_std']:.3f} (mean of {summary['heads_per_lr']} probes at best lr "
-        f"{summary['best_lr']}, {summary['heldout_clips']} clips)"
+        f"probe on {config.encoder}: held-out top-1 {summary.accuracy:.3f} "
+        f"+- {summary.accuracy_std:.3f} (mean of {summary.heads_per_lr} probes at best lr "
+        f"{summary.best_lr}, {summary.heldout_clips} clips)"
     )
     if args.json:
-        emit_json(summary)
+        emit_json(summary.as_dict())
     return 0

@@ -6,25 +6,19 @@ import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
+import storage
 from modeling.checkpoints import model_kind, save_state
 from modeling.checkpoints import save_model as write_model
-from tasks import storage
+from storage import upload_file
+from tasks.training.summaries import JobSummary
+
+S = TypeVar("S", bound=JobSummary)
 
 SUMMARY = "summary.json"
-
-
-def upload_file(local: str | Path, uri: str) -> str:
-    """Copy a local file to `uri` (local path or `s3://`)."""
-    fs, path = storage.filesystem(uri)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.put_file(str(local), path)
-    return uri
 
 
 def save_model(uri: str, module: nn.Module, state: Mapping[str, Tensor] | None = None) -> str:
@@ -44,20 +38,8 @@ def save_model(uri: str, module: nn.Module, state: Mapping[str, Tensor] | None =
 
 
 def fetch_file(uri: str, folder: str | Path) -> Path:
-    """A local copy of `uri` inside `folder` (the path itself when already local)."""
-    if not storage.is_remote(uri):
-        if not Path(uri).exists():
-            raise FileNotFoundError(f"not found: {uri}")
-        return Path(uri)
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"not found: {uri}")
-    local = Path(folder) / path.rsplit("/", 1)[-1]
-    if fs.isdir(path):
-        fs.get(path, str(local), recursive=True)
-    else:
-        fs.get_file(path, str(local))
-    return local
+    """A local copy of the file or folder `uri` inside `folder` (`storage.download`)."""
+    return storage.download(uri, folder)
 
 
 def plot_curves(
@@ -87,14 +69,12 @@ def plot_curves(
         return upload_file(local, uri)
 
 
-def write_summary(output_uri: str, summary: Mapping[str, Any]) -> str:
-    uri = storage.join(output_uri, SUMMARY)
-    fs, path = storage.filesystem(uri)
-    fs.pipe_file(path, json.dumps(dict(summary), indent=2, sort_keys=True, default=str).encode())
-    return uri
+def write_summary(output_uri: str, summary: JobSummary) -> str:
+    """`summary.json` under `output_uri`: the job's typed summary as JSON."""
+    text = json.dumps(summary.as_dict(), indent=2, sort_keys=True, default=str)
+    return storage.write_bytes(storage.join(output_uri, SUMMARY), text.encode())
 
 
-def read_summary(output_uri: str) -> dict[str, Any]:
-    fs, path = storage.filesystem(storage.join(output_uri, SUMMARY))
-    fs.invalidate_cache()
-    return dict(json.loads(fs.cat_file(path)))
+def read_summary(output_uri: str, kind: type[S]) -> S:
+    """The `kind` summary a finished job wrote under `output_uri`."""
+    return kind.from_dict(dict(json.loads(storage.read_bytes(storage.join(output_uri, SUMMARY)))))

@@ -32,7 +32,7 @@ from modeling.ac_predictor import ACPredictor, ACPredictorConfig, ac_losses, ac_
 from modeling.checkpoints import load_encoder
 from modeling.jepa import learning_rate, parameter_groups
 from modeling.normalization import Normalizer
-from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
+from modeling.world_model import SPEC_FILE, WorldModel, WorldModelSpec, save_world_model
 from tasks import storage
 from tasks.planning.rollouts import heldout_errors
 from tasks.robot.windows import Window
@@ -48,13 +48,14 @@ from tasks.training.feature_cache import (
 from tasks.training.job import WorkerContext, autocast
 from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
-from tasks.training.outputs import fetch_file, plot_curves, upload_file, write_summary
+from tasks.training.outputs import fetch_file, plot_curves, write_summary
 from tasks.training.posttrain_inputs import (
     DatasetFacts,
     PosttrainConfig,
     check_encoder,
     describe_dataset,
 )
+from tasks.training.summaries import PosttrainSummary
 
 
 def predictor_config(
@@ -205,7 +206,7 @@ class PosttrainJob:
         spec = dataclasses.replace(self.model.spec, shuffled_action_gain=gain, heldout_ratio=ratio)
         self.model.spec = spec
 
-    def export(self, heldout: Iterable[Window]) -> dict[str, Any]:
+    def export(self, heldout: Iterable[Window]) -> PosttrainSummary:
         """World-model bundle, loss curve, held-out errors and summary under the output URI."""
         output = self.config.output
         errors = self.heldout_errors(heldout)
@@ -219,27 +220,26 @@ class PosttrainJob:
             "AC post-training loss",
         )
         last = rows[-10:]
-        summary = {
-            "job": "posttrain",
-            "steps": rows[-1]["step"] if rows else 0,
-            "first_loss": rows[0]["loss"] if rows else None,
-            "final_loss": sum(r["loss"] for r in last) / max(1, len(last)),
-            "final_teacher_forcing": sum(r["teacher_forcing"] for r in last) / max(1, len(last)),
-            "final_rollout": sum(r["rollout"] for r in last) / max(1, len(last)),
+        summary = PosttrainSummary(
+            steps=rows[-1]["step"] if rows else 0,
+            first_loss=rows[0]["loss"] if rows else None,
+            final_loss=sum(r["loss"] for r in last) / max(1, len(last)),
+            final_teacher_forcing=sum(r["teacher_forcing"] for r in last) / max(1, len(last)),
+            final_rollout=sum(r["rollout"] for r in last) / max(1, len(last)),
             **errors,
-            "heldout_ratio": errors["heldout_rollout_error"]
+            heldout_ratio=errors["heldout_rollout_error"]
             / max(errors["heldout_copy_error"], 1e-12),
-            "beats_copy_baseline": errors["heldout_rollout_error"] < errors["heldout_copy_error"],
-            "action_scale_r2": self.facts.action_scale_r2,
-            "train_episodes": list(self.facts.train_episodes),
-            "heldout_episodes": list(self.facts.heldout_episodes),
-            "checkpoint": bundle,
-            "loss_curve": curve,
-            "preset": self.config.preset,
-            "encoder": self.config.encoder,
-            "trajectories": self.config.trajectories,
-            "spec": dataclasses.asdict(self.model.spec),
-        }
+            beats_copy_baseline=errors["heldout_rollout_error"] < errors["heldout_copy_error"],
+            action_scale_r2=self.facts.action_scale_r2,
+            train_episodes=list(self.facts.train_episodes),
+            heldout_episodes=list(self.facts.heldout_episodes),
+            world_model_dir=bundle,
+            loss_curve=curve,
+            preset=self.config.preset,
+            encoder=self.config.encoder,
+            trajectories=self.config.trajectories,
+            spec=dataclasses.asdict(self.model.spec),
+        )
         write_summary(output, summary)
         return summary
 
@@ -250,12 +250,11 @@ def normalization_fields(normalizer: Normalizer | None) -> dict[str, tuple[float
 
 
 def export_bundle(model: WorldModel, uri: str) -> str:
-    """`save_world_model` into a scratch folder, then upload each file under `uri`."""
+    """`save_world_model` into a scratch folder, then publish it under `uri`, the spec last
+    (a reader that finds the spec finds the weights beside it)."""
     with tempfile.TemporaryDirectory(prefix="vjepa-world-model-") as scratch:
         folder = save_world_model(Path(scratch) / "world_model", model)
-        for path in sorted(folder.iterdir()):
-            upload_file(path, storage.join(uri, path.name))
-    return uri
+        return storage.publish_folder(folder, uri, marker=SPEC_FILE)
 
 
 def window_batches(name: str, batch_size: int, seed: int) -> Callable[[int], Iterable[Any]]:
@@ -330,7 +329,7 @@ def posttrain_loop(values: dict[str, Any]) -> None:
         job.export(held)
 
 
-def run_posttrain(config: PosttrainConfig, scale: ScaleConfig) -> dict[str, Any]:
+def run_posttrain(config: PosttrainConfig, scale: ScaleConfig) -> PosttrainSummary:
     """Driver side: check inputs and output, window the training episodes, train, summarise."""
     from tasks.robot.windows import window_dataset
     from tasks.training.outputs import read_summary
@@ -350,4 +349,4 @@ def run_posttrain(config: PosttrainConfig, scale: ScaleConfig) -> dict[str, Any]
         scale=scale,
         datasets={"train": dataset},
     )
-    return read_summary(config.output)
+    return read_summary(config.output, PosttrainSummary)

@@ -46,6 +46,7 @@ from tasks.training.job import (
 from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import plot_curves, save_model, write_summary
+from tasks.training.summaries import PretrainSummary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,16 +198,17 @@ class PretrainJob:
         ema_update(self.target, self.online_encoder, momentum)
         return {**metrics, "ema": momentum}
 
-    def export(self) -> dict[str, Any]:
+    def export(self) -> PretrainSummary | None:
         """Final models, loss curve and summary under the output URI.
 
-        Every rank calls it (gathering FSDP shards is collective); rank 0 writes and summarises.
+        Every rank calls it (gathering FSDP shards is collective); rank 0 writes and summarises
+        (the other ranks return None).
         """
         output = self.config.output
         target = full_state(self.target.state_dict())
         predictor = full_state(self.online_predictor.state_dict())
         if not self.context.is_writer:
-            return {}
+            return None
         encoder_uri = save_model(
             storage.join(output, "final", "encoder.safetensors"), self.target, target
         )
@@ -215,16 +217,15 @@ class PretrainJob:
         )
         rows = CheckpointStore(output).metrics()
         curve = plot_curves(rows, ["loss"], storage.join(output, "loss.png"), "pretraining loss")
-        summary = {
-            "job": "pretrain",
-            "steps": rows[-1]["step"] if rows else 0,
-            "first_loss": rows[0]["loss"] if rows else None,
-            "final_loss": sum(r["loss"] for r in rows[-10:]) / max(1, len(rows[-10:])),
-            "checkpoint": encoder_uri,
-            "predictor": predictor_uri,
-            "loss_curve": curve,
-            "preset": self.config.preset,
-        }
+        summary = PretrainSummary(
+            steps=rows[-1]["step"] if rows else 0,
+            first_loss=rows[0]["loss"] if rows else None,
+            final_loss=sum(r["loss"] for r in rows[-10:]) / max(1, len(rows[-10:])),
+            encoder_checkpoint=encoder_uri,
+            predictor_checkpoint=predictor_uri,
+            loss_curve=curve,
+            preset=self.config.preset,
+        )
         write_summary(output, summary)
         return summary
 
@@ -251,7 +252,7 @@ def pretrain_loop(config_values: dict[str, Any]) -> None:
     job.export()
 
 
-def run_pretrain(config: PretrainConfig, scale: ScaleConfig) -> dict[str, Any]:
+def run_pretrain(config: PretrainConfig, scale: ScaleConfig) -> PretrainSummary:
     """Driver side: check the output, open the curated clips, train, return the summary."""
     from tasks.clips import decoded_bytes, read_clips
     from tasks.training.outputs import read_summary
@@ -267,4 +268,4 @@ def run_pretrain(config: PretrainConfig, scale: ScaleConfig) -> dict[str, Any]:
         scale=scale,
         datasets={"train": dataset},
     )
-    return read_summary(config.output)
+    return read_summary(config.output, PretrainSummary)

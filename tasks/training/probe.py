@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -33,11 +32,13 @@ from modeling.encoder import VisionEncoder
 from modeling.preprocess import normalize
 from modeling.probe import AttentiveProbe
 from tasks import storage
+from tasks.tables import SourceMatcher, read_table
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext
 from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import fetch_file, plot_curves, save_model, write_summary
+from tasks.training.summaries import ProbeSummary
 
 RANDOM_PREFIX = "random:"
 
@@ -76,13 +77,10 @@ class ProbeConfig:
 
 
 def _label_values(uri: str, column: str) -> tuple[list[str], list[Any]]:
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"labels table not found: {uri}")
-    table = pq.read_table(path, filesystem=fs)
-    missing = {"source", column} - set(table.column_names)
-    if missing:
-        raise ValueError(f"{uri} lacks column(s) {sorted(missing)}; it has {table.column_names}")
+    try:
+        table = read_table(uri, columns=("source", column))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"labels table not found: {uri}") from error
     sources = [str(source) for source in table.column("source").to_pylist()]
     values = table.column(column).to_pylist()
     empty = [source for source, value in zip(sources, values, strict=True) if value is None]
@@ -279,7 +277,7 @@ def score(learning_rates: tuple[float, ...], accuracies: list[list[float]]) -> d
 
 def export(
     config: ProbeConfig, sweep: ProbeSweep, accuracies: list[list[float]], counts: dict[str, int]
-) -> dict[str, Any]:
+) -> ProbeSummary:
     """Best rate's best head, loss curves and summary under the output URI."""
     scores = score(config.learning_rates, accuracies)
     best = scores.pop("_best_index") * sweep.heads + scores["exported_head"]
@@ -289,16 +287,16 @@ def export(
     rows = CheckpointStore(config.output).metrics()
     keys = [f"loss_{i}" for i in range(len(config.learning_rates))]
     curve = plot_curves(rows, keys, storage.join(config.output, "loss.png"), "probe training loss")
-    summary = {
-        "job": "probe",
-        "encoder": config.encoder,
-        "steps": rows[-1]["step"] if rows else 0,
-        "final_loss": rows[-1]["loss"] if rows else None,
+    summary = ProbeSummary(
+        encoder=config.encoder,
+        steps=rows[-1]["step"] if rows else 0,
+        final_loss=rows[-1]["loss"] if rows else None,
         **scores,
-        "checkpoint": probe_uri,
-        "loss_curve": curve,
-        **counts,
-    }
+        probe_checkpoint=probe_uri,
+        loss_curve=curve,
+        train_clips=counts["train_clips"],
+        heldout_clips=counts["heldout_clips"],
+    )
     write_summary(config.output, summary)
     return summary
 
@@ -332,19 +330,23 @@ def probe_loop(config_values: dict[str, Any]) -> None:
 
 
 class AttachLabels:
-    """Ray Data stage: keep clips whose source is in `labels` and `wanted`, add a `label` column."""
+    """Ray Data stage: keep clips whose label key (full URI or file name, `tasks.tables`) is in
+    `labels` and `wanted`, add a `label` column."""
 
     def __init__(self, labels: dict[str, int], wanted: set[str]) -> None:
         self.labels, self.wanted = labels, wanted
+        self.matcher = SourceMatcher(labels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        keep = np.array([str(s) in self.wanted for s in batch["source"]], dtype=bool)
-        out = {key: value[keep] for key, value in batch.items()}
-        out["label"] = np.array([self.labels[str(s)] for s in out["source"]], dtype=np.int64)
+        keys = [self.matcher.match(str(s)) for s in batch["source"]]
+        keep = np.array([key in self.wanted for key in keys], dtype=bool)
+        out = {name: value[keep] for name, value in batch.items()}
+        kept = [key for key in keys if key in self.wanted]
+        out["label"] = np.array([self.labels[str(key)] for key in kept], dtype=np.int64)
         return out
 
 
-def run_probe(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
+def run_probe(config: ProbeConfig, scale: ScaleConfig) -> ProbeSummary:
     """Driver side: join labels, split by source, train the probe sweep, return the summary."""
     from tasks.clips import decoded_bytes, read_clips
     from tasks.training.outputs import read_summary
@@ -372,9 +374,9 @@ def run_probe(config: ProbeConfig, scale: ScaleConfig) -> dict[str, Any]:
         datasets=datasets,
         unsplit=("heldout",),
     )
-    summary = read_summary(config.output)
+    summary = read_summary(config.output, ProbeSummary)
     names = class_names(config.labels, config.label_column)
-    if names is not None and summary.get("classes") != names:
-        summary = {**summary, "label_column": config.label_column, "classes": names}
+    if names is not None and summary.classes != names:
+        summary = dataclasses.replace(summary, label_column=config.label_column, classes=names)
         write_summary(config.output, summary)
     return summary

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prefect import flow
@@ -13,6 +12,7 @@ from flows.demo_config import DemoConfig
 from flows.pipeline import _probes, side_by_side
 from tasks.training.launch import ScaleConfig
 from tasks.training.probe import probe_name
+from tasks.training.summaries import ProbeSummary
 
 pytestmark = [pytest.mark.ray]
 
@@ -43,16 +43,16 @@ def test_probe_stage_probes_both_encoders(
     )
 
     @flow
-    def stage() -> dict[str, dict[str, Any]]:
+    def stage() -> dict[str, dict[str, ProbeSummary]]:
         labels = str(sample_dir / "labels.parquet")
         return _probes(config, "random:small", labels, ScaleConfig())
 
     results = stage()
     assert set(results) == {"shape"} and set(results["shape"]) == {"pretrained", "random"}
     for name, summary in results["shape"].items():
-        assert summary["steps"] == 3 and summary["heldout_clips"] > 0
-        assert summary["label_column"] == "shape"
-        assert Path(summary["checkpoint"]).is_file()
+        assert summary.steps == 3 and summary.heldout_clips > 0
+        assert summary.label_column == "shape"
+        assert Path(summary.probe_checkpoint).is_file()
         assert (tmp_path / f"probe-shape-{name}" / "summary.json").is_file()
-    assert results["shape"]["pretrained"]["encoder"] == "random:small"
-    assert results["shape"]["random"]["encoder"] == "random:tiny"
+    assert results["shape"]["pretrained"].encoder == "random:small"
+    assert results["shape"]["random"].encoder == "random:tiny"

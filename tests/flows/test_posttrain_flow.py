@@ -48,9 +48,9 @@ def test_posttrain_on_s3_with_json(
     ]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["steps"] == 2 and summary["checkpoint"] == f"{output}/final/world_model"
+    assert summary["steps"] == 2 and summary["world_model_dir"] == f"{output}/final/world_model"
     assert {"heldout_rollout_error", "heldout_copy_error", "final_loss"} <= set(summary)
-    model = load_planner_model(summary["checkpoint"])
+    model = load_planner_model(summary["world_model_dir"])
     assert model.spec.state_dim == 2 and model.predictor.config.action_dim == 2
     assert fs.exists(f"{bucket}/runs/ac/loss.png") and fs.exists(f"{bucket}/runs/ac/summary.json")
     assert main(argv) == 2  # the output holds a run now

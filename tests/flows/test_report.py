@@ -4,34 +4,54 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.report import write_report
+from flows.report import DemoStages, write_report
+from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSummary
 
 
-def _probe(accuracy: float) -> dict:
-    return {"accuracy": accuracy, "accuracy_std": 0.02, "best_lr": 1e-3, "heldout_clips": 144}
+def _probe(accuracy: float) -> ProbeSummary:
+    return ProbeSummary(
+        encoder="enc", steps=3, final_loss=0.5, accuracy=accuracy, accuracy_std=0.02,
+        best_lr=1e-3, accuracies={}, accuracy_stds={}, head_accuracies={}, heads_per_lr=3,
+        exported_head=0, probe_checkpoint="probe", loss_curve=None, train_clips=400,
+        heldout_clips=144,
+    )  # fmt: skip
+
+
+def _posttrain() -> PosttrainSummary:
+    return PosttrainSummary(
+        steps=5, first_loss=0.3, final_loss=0.1, final_teacher_forcing=0.05, final_rollout=0.05,
+        heldout_rollout_error=0.03, heldout_copy_error=0.04, heldout_rollout_error_per_step=[],
+        heldout_copy_error_per_step=[], heldout_windows=10, heldout_ratio=0.75,
+        beats_copy_baseline=True, action_scale_r2=0.9, train_episodes=[0], heldout_episodes=[1],
+        world_model_dir="wm", loss_curve=None, preset="tiny", encoder="enc", trajectories="t",
+        spec={},
+    )  # fmt: skip
 
 
 def test_report_lists_every_probe_label_for_both_encoders(tmp_path: Path) -> None:
-    stages = {
-        "curate": {"num_sources": 8, "num_clips": 24, "num_rejected": 1, "version": "abc"},
-        "pretrain": {"steps": 3, "first_loss": 0.5, "final_loss": 0.2, "checkpoint": "enc"},
-        "probes": {
+    stages = DemoStages(
+        curate={"num_sources": 8, "num_clips": 24, "num_rejected": 1, "version": "abc"},
+        pretrain=PretrainSummary(
+            steps=3,
+            first_loss=0.5,
+            final_loss=0.2,
+            encoder_checkpoint="enc",
+            predictor_checkpoint="pred",
+            loss_curve=None,
+            preset="tiny",
+        ),
+        probes={
             "shape": {"pretrained": _probe(0.71), "random": _probe(0.52)},
             "direction": {"pretrained": _probe(0.83), "random": _probe(0.86)},
         },
-        "posttrain": {
-            "steps": 5,
-            "final_loss": 0.1,
-            "heldout_rollout_error": 0.03,
-            "heldout_copy_error": 0.04,
-        },
-        "planning": {
+        posttrain=_posttrain(),
+        planning={
             "success_rate": 0.9,
             "mean_final_distance": 0.06,
             "random_success_rate": 0.3,
             "random_mean_final_distance": 0.38,
         },
-    }
+    )
     report = Path(write_report(str(tmp_path / "report"), stages))
     text = report.read_text()
     rows = [line for line in text.splitlines() if line.startswith(("| shape", "| direction"))]

@@ -20,12 +20,13 @@ from tasks.training.checkpoints import CheckpointStore
 from tasks.training.launch import ExistingRunError, ScaleConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import ProbeConfig
+from tasks.training.summaries import PretrainSummary
 
 pytestmark = [pytest.mark.ray]
 SCALE = ScaleConfig(num_workers=1, max_failures=2)
 
 
-def _pretrain(data: str, output: str, steps: int, resume: bool = False) -> dict:
+def _pretrain(data: str, output: str, steps: int, resume: bool = False) -> PretrainSummary:
     config = PretrainConfig(
         data=data,
         output=output,
@@ -41,20 +42,20 @@ def _pretrain(data: str, output: str, steps: int, resume: bool = False) -> dict:
 def test_pretrain_resume_and_probe(curated_dir: Path, sample_dir: Path, tmp_path: Path) -> None:
     output = str(tmp_path / "pretrain")
     summary = _pretrain(str(curated_dir), output, steps=6)
-    assert summary["steps"] == 6
+    assert summary.steps == 6
     with pytest.raises(ExistingRunError, match="--resume"):
         _pretrain(str(curated_dir), output, steps=9)
     resumed = _pretrain(str(curated_dir), output, steps=9, resume=True)
     store = CheckpointStore(output)
     assert [row["step"] for row in store.metrics()] == list(range(1, 10))
-    assert resumed["steps"] == 9
-    encoder = load_encoder(resumed["checkpoint"])
+    assert resumed.steps == 9
+    encoder = load_encoder(resumed.encoder_checkpoint)
     assert encoder(torch.zeros(1, 3, 4, 64, 64)).shape == (1, 2 * 4 * 4, 192)
-    assert Path(resumed["loss_curve"]).stat().st_size > 1000
+    assert Path(str(resumed.loss_curve)).stat().st_size > 1000
 
     probe = probe_flow(
         ProbeConfig(
-            encoder=resumed["checkpoint"],
+            encoder=resumed.encoder_checkpoint,
             data=str(curated_dir),
             labels=str(sample_dir / "labels.parquet"),
             output=str(tmp_path / "probe"),
@@ -64,12 +65,12 @@ def test_pretrain_resume_and_probe(curated_dir: Path, sample_dir: Path, tmp_path
         ),
         SCALE,
     )
-    assert 0.0 <= probe["accuracy"] <= 1.0 and probe["best_lr"] in (1e-3, 3e-3)
-    heads = probe["head_accuracies"][str(probe["best_lr"])]
-    assert len(heads) == 2 and probe["accuracy"] == pytest.approx(sum(heads) / 2)
-    assert probe["accuracy_std"] == pytest.approx(abs(heads[0] - heads[1]) / 2)
-    assert probe["heldout_clips"] > 0 and probe["train_clips"] > probe["heldout_clips"]
-    logits = load_probe(probe["checkpoint"])(encoder(torch.zeros(1, 3, 4, 64, 64)))
+    assert 0.0 <= probe.accuracy <= 1.0 and probe.best_lr in (1e-3, 3e-3)
+    heads = probe.head_accuracies[str(probe.best_lr)]
+    assert len(heads) == 2 and probe.accuracy == pytest.approx(sum(heads) / 2)
+    assert probe.accuracy_std == pytest.approx(abs(heads[0] - heads[1]) / 2)
+    assert probe.heldout_clips > 0 and probe.train_clips > probe.heldout_clips
+    logits = load_probe(probe.probe_checkpoint)(encoder(torch.zeros(1, 3, 4, 64, 64)))
     assert logits.shape == (1, 4)
 
 
@@ -106,7 +107,9 @@ def test_pretrain_on_s3_survives_a_killed_worker(curated_dir: Path, s3_bucket: s
     store = CheckpointStore(output)
     before = _train_worker_pids()
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(_pretrain(data, output, steps=30)))
+    runner = threading.Thread(
+        target=lambda: result.update(_pretrain(data, output, steps=30).as_dict())
+    )
     runner.start()
     deadline = time.monotonic() + 300
     while (store.latest_step() or 0) < 6 and time.monotonic() < deadline:
@@ -117,7 +120,7 @@ def test_pretrain_on_s3_survives_a_killed_worker(curated_dir: Path, s3_bucket: s
     runner.join(timeout=600)
     assert result.get("steps") == 30, "the job did not finish after the worker was killed"
     assert [row["step"] for row in store.metrics()] == list(range(1, 31))
-    assert load_encoder_from(result["checkpoint"]).config.width == 192
+    assert load_encoder_from(result["encoder_checkpoint"]).config.width == 192
 
 
 def load_encoder_from(uri: str) -> VisionEncoder:

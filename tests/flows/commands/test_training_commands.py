@@ -42,11 +42,11 @@ def test_pretrain_then_probe_commands(
     ]
     assert main(pretrain) == 0
     summary = last_json(capsys.readouterr().out)
-    assert summary["steps"] == 2 and Path(summary["checkpoint"]).is_file()
+    assert summary["steps"] == 2 and Path(summary["encoder_checkpoint"]).is_file()
 
     probe = [
         "probe",
-        f"--encoder={summary['checkpoint']}",
+        f"--encoder={summary['encoder_checkpoint']}",
         f"--data={curated_dir}",
         f"--labels={sample_dir / 'labels.parquet'}",
         f"--output={tmp_path / 'probe'}",

@@ -37,7 +37,7 @@ def test_collect_posttrain_plan(
     # the residual predictor starts at "no change": its first loss is already the copy error
     assert summary["final_loss"] < 0.8 * summary["first_loss"]
     assert summary["heldout_rollout_error"] < summary["heldout_copy_error"]
-    bundle = summary["checkpoint"]
+    bundle = summary["world_model_dir"]
     plan = ["eval-planning", "--env", "vjepa/PointReach-v0", "--checkpoint", bundle]
     assert main([*plan, "--episodes", "20", "--output", str(tmp_path / "eval"), "--json"]) == 0
     result = _last_json(capsys)

@@ -147,21 +147,21 @@ def test_fsdp_pretrain_on_two_workers_exports_and_resumes(
         )  # fmt: skip
 
     first = run_pretrain(config(2, False), scale)
-    assert first["steps"] == 2
+    assert first.steps == 2
     summary = run_pretrain(config(4, True), scale)
     store = CheckpointStore(output)
     rows = store.metrics()
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     assert all(np.isfinite(row["loss"]) and row["grad_norm"] > 0 for row in rows)
 
-    encoder = load_encoder(summary["checkpoint"])  # full shapes: the shards were gathered
+    encoder = load_encoder(summary.encoder_checkpoint)  # full shapes: the shards were gathered
     saved = store.load(4)["job"]
     # each rank's own random stream is saved, so a resume does not give every rank rank 0's
     generators = saved["generators"]
     assert len(generators) == 2 and not torch.equal(generators[0], generators[1])
     for name, value in encoder.state_dict().items():
         torch.testing.assert_close(value, saved["target"][name])
-    predictor = load_predictor(summary["predictor"])
+    predictor = load_predictor(summary.predictor_checkpoint)
     for name, value in predictor.state_dict().items():
         torch.testing.assert_close(value, saved["predictor"][name])
     initial = PretrainJob(config(4, False), WorkerContext()).target.state_dict()

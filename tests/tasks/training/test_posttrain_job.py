@@ -88,19 +88,19 @@ def test_trains_exports_and_resumes(
 ) -> None:
     output = str(tmp_path / "run")
     summary = run_posttrain(_config(small_run_inputs, output, steps=3), ScaleConfig())
-    assert summary["steps"] == 3 and CheckpointStore(output).latest_step() == 3
-    model = load_world_model(summary["checkpoint"])
+    assert summary.steps == 3 and CheckpointStore(output).latest_step() == 3
+    model = load_world_model(summary.world_model_dir)
     assert model.spec.image_size == 64 and model.spec.action_dim == 2
     assert model.spec.control_fps == 10.0 and model.spec.cem_config().horizon >= 1
     assert model.spec.action_scale is not None and model.predictor.config.residual
     np.testing.assert_allclose(model.spec.action_scale, (0.05, 0.05), rtol=0.1)
-    assert summary["heldout_windows"] > 0 and summary["heldout_copy_error"] > 0
-    assert Path(summary["loss_curve"]).stat().st_size > 0
+    assert summary.heldout_windows > 0 and summary.heldout_copy_error > 0
+    assert Path(str(summary.loss_curve)).stat().st_size > 0
     with pytest.raises(ExistingRunError, match="--resume"):
         run_posttrain(_config(small_run_inputs, output, steps=6), ScaleConfig())
     resumed = run_posttrain(_config(small_run_inputs, output, steps=6, resume=True), ScaleConfig())
     steps = [row["step"] for row in CheckpointStore(output).metrics()]
-    assert resumed["steps"] == 6 and steps == list(range(1, 7))
+    assert resumed.steps == 6 and steps == list(range(1, 7))
 
 
 def test_resume_refuses_a_checkpoint_of_the_other_head(small_run_inputs: tuple[Path, Path]) -> None:

@@ -51,10 +51,11 @@ def test_resume_and_export(tmp_path: Path) -> None:
         LoopConfig(total_steps=4, checkpoint_every=2),
     )
     summary = job.export()
-    encoder = load_encoder(summary["checkpoint"])
+    assert summary is not None
+    encoder = load_encoder(summary.encoder_checkpoint)
     video = (clips - 0.5) / 0.25
     torch.testing.assert_close(encoder(video), job.target(video))
-    assert Path(summary["loss_curve"]).stat().st_size > 0
+    assert Path(str(summary.loss_curve)).stat().st_size > 0
     again = PretrainJob(config, WorkerContext.local())
     again.load_state_dict(CheckpointStore(str(tmp_path)).load()["job"])
     for name, value in job.state_dict()["encoder"].items():
