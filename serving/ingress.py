@@ -109,6 +109,25 @@ def msgpack_response(message: dict[str, Any]) -> Response:
     return Response(content=pack(message), media_type=CONTENT_TYPE)
 
 
+# defined before the class: serve.ingress pickles the app's routes where it is applied
+async def sse_events(pieces: AsyncIterator[Any], started: float) -> AsyncIterator[bytes]:
+    """Server-sent events: `token` events with text pieces, then `answer` (or `error`)."""
+    try:
+        async for piece in pieces:
+            if isinstance(piece, VQAResponse):
+                timing = piece.timing.model_copy(
+                    update={"server_ms": (time.perf_counter() - started) * 1000}
+                )
+                payload = piece.model_copy(update={"timing": timing}).model_dump_json()
+                yield f"event: answer\ndata: {payload}\n\n".encode()
+            else:
+                yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n".encode()
+    except Exception as error:  # headers are sent: the failure travels as an event
+        logger.warning("streamed answer failed: %s", error)
+        message = json.dumps({"detail": "the answer failed mid-stream; retry"})
+        yield f"event: error\ndata: {message}\n\n".encode()
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -240,21 +259,3 @@ class Ingress:
         )
         decode_ms = (time.perf_counter() - decoding) * 1000
         return VQARequest(frames=frames[None], decode_ms=decode_ms, **options)
-
-
-async def sse_events(pieces: AsyncIterator[Any], started: float) -> AsyncIterator[bytes]:
-    """Server-sent events: `token` events with text pieces, then `answer` (or `error`)."""
-    try:
-        async for piece in pieces:
-            if isinstance(piece, VQAResponse):
-                timing = piece.timing.model_copy(
-                    update={"server_ms": (time.perf_counter() - started) * 1000}
-                )
-                payload = piece.model_copy(update={"timing": timing}).model_dump_json()
-                yield f"event: answer\ndata: {payload}\n\n".encode()
-            else:
-                yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n".encode()
-    except Exception as error:  # headers are sent: the failure travels as an event
-        logger.warning("streamed answer failed: %s", error)
-        message = json.dumps({"detail": "the answer failed mid-stream; retry"})
-        yield f"event: error\ndata: {message}\n\n".encode()
