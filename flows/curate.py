@@ -55,6 +55,7 @@ def _progress_line(result: SourceResult, done: int, total: int) -> None:
     else:
         dropped = sum(result.dropped.values())
         outcome = f"{len(result.clip_ids)} clips" + (f" ({dropped} dropped)" if dropped else "")
+        outcome += "".join(f"; {note}" for note in result.notes)
     print(f"[curate] {done}/{total} {result.source}: {outcome}", file=sys.stderr, flush=True)
 
 

@@ -20,10 +20,6 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
     ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv",
 )  # fmt: skip
-VIDEO_CODECS = (
-    "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video",
-    "theora", "prores", "vc1", "wmv3", "h263", "mjpeg",
-)  # fmt: skip
 TUBELET_FRAMES = 2  # V-JEPA 2 tubelet: 2 frames x 16 x 16 pixels
 PATCH_SIZE = 16
 
@@ -44,7 +40,9 @@ class CurationConfig:
     max_clips_per_source: int | None = None
     min_duration_s: float | None = None  # None = long enough for one clip (frames / fps)
     min_short_side: int = 64  # reject sources whose short side is below this (pixels)
-    allowed_codecs: tuple[str, ...] = VIDEO_CODECS
+    # None = every video stream ffmpeg decodes that is a moving picture; a tuple is an opt-in
+    # narrow list (ffmpeg codec names, e.g. ("h264", "hevc")).
+    allowed_codecs: tuple[str, ...] | None = None
     video_extensions: tuple[str, ...] = VIDEO_EXTENSIONS  # used when listing folders/prefixes
     scale_flags: str = "bicubic"  # ffmpeg scaler
     strict_decode: bool = True  # a decode error anywhere rejects the whole source
@@ -85,8 +83,10 @@ class CurationConfig:
             problems.append("max_clips_per_source must be at least 1")
         if self.min_short_side < 1:
             problems.append("min_short_side must be at least 1")
-        if not self.allowed_codecs:
-            problems.append("allowed_codecs must not be empty")
+        if self.allowed_codecs is not None and not self.allowed_codecs:
+            problems.append(
+                "allowed_codecs must not be empty (leave it unset to accept every codec)"
+            )
         if not 0 < self.blank_frame_fraction <= 1:
             problems.append("blank_frame_fraction must be in (0, 1]")
         if self.rows_per_shard < 1:
@@ -134,6 +134,7 @@ class CurationConfig:
 
 
 def _plain(value: Any) -> Any:
+    """Tuples as lists (JSON); None stays None."""
     return list(value) if isinstance(value, tuple) else value
 
 

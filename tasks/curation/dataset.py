@@ -52,6 +52,7 @@ class SourceResult:
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     error_stage: str = ""
     error_reason: str = ""
+    notes: tuple[str, ...] = ()  # conversions made (deinterlaced, tone-mapped, 10-bit to 8-bit)
 
     @property
     def rejected(self) -> bool:
@@ -64,6 +65,7 @@ class SourceResult:
     def from_json(cls, text: str | bytes) -> SourceResult:
         values = json.loads(text)
         values["parts"], values["clip_ids"] = tuple(values["parts"]), tuple(values["clip_ids"])
+        values["notes"] = tuple(values.get("notes", ()))  # commits of older runs have none
         return cls(**values)
 
 
@@ -229,6 +231,7 @@ def assemble_dataset(
         },
         "shards": shards,
         "rejected": {"path": REJECTED, "rows": rejected.num_rows},
+        "notes": {result.source: list(result.notes) for result in ordered if result.notes},
     }
     put_bytes(
         storage.join(output, MANIFEST),

@@ -35,6 +35,13 @@ from tasks.curation.probe import (
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 CLIP_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "vjepa-platform/curation/clip")
+HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
+# Linear light in float, BT.709 primaries, Hable's curve, back to BT.709 video range.
+TONEMAP = (
+    "zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,"
+    "tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p"
+)
+DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"  # one frame per frame: timing unchanged
 
 
 def clip_id(source: str, start_s: float, end_s: float) -> str:
@@ -42,17 +49,41 @@ def clip_id(source: str, start_s: float, end_s: float) -> str:
     return str(uuid.uuid5(CLIP_NAMESPACE, f"{source}#{start_s:.6f}-{end_s:.6f}"))
 
 
-def filter_graph(config: CurationConfig) -> str:
-    """fps resample -> short side to `size` -> centre crop `size x size` (also used by the benchmark)."""
+def conversions(facts: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The filters a source needs before the clip graph (deinterlace, HDR tone mapping), from
+    its probe facts, and the notes that record every conversion made (also 10-bit -> 8-bit).
+
+    Rotation needs neither: ffmpeg applies the display matrix itself (autorotate)."""
+    fmt, color = str(facts.get("pixel_format", "")), str(facts.get("color", ""))
+    filters: list[str] = []
+    notes: list[str] = []
+    order = next((o for o in ("top first", "bottom first", "top coded first") if o in color), "")
+    if order:
+        filters.append(DEINTERLACE)
+        notes.append(f"interlaced source ({order}) deinterlaced with bwdif")
+    transfer = next((name for name in HDR_TRANSFERS if name in color), "")
+    if transfer:
+        filters.append(TONEMAP)
+        notes.append(f"HDR source ({HDR_TRANSFERS[transfer]}, {fmt}) tone-mapped to SDR BT.709")
+    elif any(depth in fmt for depth in ("p10", "p12", "p14", "p16", "p010", "p016")):
+        notes.append(f"{fmt} source (more than 8 bits) converted to 8-bit RGB")
+    return ",".join(filters), tuple(notes)
+
+
+def filter_graph(config: CurationConfig, prefix: str = "") -> str:
+    """[`prefix` conversions ->] fps resample -> short side to `size` -> centre crop
+    `size x size` (also used by the benchmark)."""
     size = config.size
     return (
-        f"fps={config.fps},"
+        (f"{prefix}," if prefix else "") + f"fps={config.fps},"
         f"scale={size}:{size}:force_original_aspect_ratio=increase:flags={config.scale_flags},"
         f"crop={size}:{size}"
     )
 
 
-def ffmpeg_command(url: str, config: CurationConfig, output: list[str]) -> list[str]:
+def ffmpeg_command(
+    url: str, config: CurationConfig, output: list[str], prefix: str = ""
+) -> list[str]:
     """The decode command for `url`; `output` is e.g. `["-f", "rawvideo", "pipe:1"]`.
 
     It logs at `info` level with level tags: the input header is the probe (see
@@ -65,20 +96,20 @@ def ffmpeg_command(url: str, config: CurationConfig, output: list[str]) -> list[
     return [
         "ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", *strict,
         "-i", url, "-map", "0:V:0", "-an", "-sn", "-dn",
-        "-vf", filter_graph(config), "-pix_fmt", "rgb24", *limit, *output,
+        "-vf", filter_graph(config, prefix), "-pix_fmt", "rgb24", *limit, *output,
     ]  # fmt: skip
 
 
-def _read_exact(stream: IO[bytes], buffer: np.ndarray) -> bool:
-    """Fill `buffer` from `stream`; False if the stream ended first."""
+def _read_exact(stream: IO[bytes], buffer: np.ndarray) -> int:
+    """Fill `buffer` from `stream`; returns the bytes read (fewer if the stream ended first)."""
     view = memoryview(buffer.reshape(-1))  # type: ignore[arg-type]
     filled = 0
     while filled < len(view):
         count = stream.readinto(view[filled:])  # type: ignore[attr-defined]
         if not count:
-            return False
+            return filled
         filled += count
-    return True
+    return filled
 
 
 def read_ahead(items: Generator[Item, None, Result], depth: int) -> Generator[Item, None, Result]:
@@ -138,6 +169,7 @@ class DecodeStage:
         self.rules = FilterRules(config)
         self._upcoming: tuple[str, int] | None = None  # the batch's next source and its size
         self._started: dict[str, FfmpegProcess] = {}  # ffmpegs started ahead, by source
+        self.notes: tuple[str, ...] = ()  # the current source's conversions (`conversions`)
 
     def __call__(
         self, batch: dict[str, np.ndarray]
@@ -159,7 +191,7 @@ class DecodeStage:
             self._started.clear()
 
     def _decode(self, source: str, key: str, size: int) -> Iterator[dict[str, np.ndarray]]:
-        emitted = 0
+        emitted, self.notes = 0, ()
         try:
             for clips, first in self._clips(source, size):
                 yield self._clip_rows(source, key, clips, first)
@@ -176,15 +208,23 @@ class DecodeStage:
     def _clips(self, source: str, size: int) -> Iterator[tuple[np.ndarray, int]]:
         """Batches `(N, T, H, W, C)` of clips and the index of the batch's first clip."""
         config = self.config
-        with self._start(source, size) as process:
-            self._probe(source, process)
+        process = self._start(source, size)
+        try:
+            prefix, self.notes = conversions(self._probe(source, process))
+            if prefix:  # filters only the header could ask for: start again with them (rare)
+                process.close()
+                process = self._open(source, prefix)
+                if not process.wait_header(config.probe_timeout_s):
+                    raise Rejection("probe", "ffmpeg did not read the header a second time")
             # Read ahead in a thread: ffmpeg keeps decoding while later stages work on a batch.
-            count = yield from read_ahead(self._read_clips(process.stdout), depth=2)
+            count, spare = yield from read_ahead(self._read_clips(process.stdout), depth=2)
             returncode, errors = process.finish()
             self._start_upcoming()
+        finally:
+            process.close()
         if process.timed_out.is_set():
             raise Rejection("decode", f"decoding timed out after {config.decode_timeout_s:.0f}s")
-        self._check_outcome(returncode, errors, count)
+        self._check_outcome(returncode, errors, count, spare)
 
     def _start(self, source: str, size: int) -> FfmpegProcess:
         """The source's ffmpeg: the one `_start_upcoming` started ahead, else a new one."""
@@ -193,11 +233,14 @@ class DecodeStage:
             return early
         if size == 0:
             raise Rejection("probe", "empty file (0 bytes)")
+        return self._open(source)
+
+    def _open(self, source: str, prefix: str = "") -> FfmpegProcess:
         try:
             url = media_url(source)
         except (OSError, ValueError) as error:
             raise Rejection("probe", f"cannot open the source: {error}") from error
-        command = ffmpeg_command(url, self.config, ["-f", "rawvideo", "pipe:1"])
+        command = ffmpeg_command(url, self.config, ["-f", "rawvideo", "pipe:1"], prefix)
         return FfmpegProcess(command, self.config.decode_timeout_s)
 
     def _start_upcoming(self) -> None:
@@ -208,7 +251,7 @@ class DecodeStage:
             with contextlib.suppress(Exception):  # a failure shows again on the source's turn
                 self._started[source] = self._start(source, size)
 
-    def _probe(self, source: str, process: FfmpegProcess) -> None:
+    def _probe(self, source: str, process: FfmpegProcess) -> dict[str, Any]:
         """Probe and filter on ffmpeg's input header; raises `Rejection` for an unusable source."""
         timeout = self.config.probe_timeout_s
         if not process.wait_header(timeout):
@@ -226,33 +269,44 @@ class DecodeStage:
         reason = self.rules.check(facts)
         if reason:
             raise Rejection("filter", reason)
+        return facts
 
-    def _check_outcome(self, returncode: int, message: str, count: int) -> None:
+    def _check_outcome(self, returncode: int, message: str, count: int, spare: int) -> None:
+        """`spare`: frames decoded after the last whole clip."""
         if returncode != 0 and (self.config.strict_decode or count == 0):
             where = f"after {count} clips" if count else "before the first clip"
             raise Rejection("decode", f"ffmpeg failed {where}: {explain_stderr(message)}")
+        if count == 0 and spare <= 1:  # long enough by its header, yet one picture
+            raise Rejection(
+                "decode", "a single-frame video stream (a still picture), not a moving picture"
+            )
         if count == 0:
             raise Rejection(
                 "decode",
                 f"the video decodes to fewer than {self.config.frames} frames at {self.config.fps} fps",
             )
 
-    def _read_clips(self, stream: IO[bytes]) -> Generator[tuple[np.ndarray, int], None, int]:
-        """Yield full batches as they fill; returns the number of clips read."""
+    def _read_clips(
+        self, stream: IO[bytes]
+    ) -> Generator[tuple[np.ndarray, int], None, tuple[int, int]]:
+        """Yield full batches as they fill; returns the clips read and the frames left over."""
         config = self.config
         frames, stride = config.frames, config.stride
         skip = np.empty((max(stride - frames, 0), *config.clip_shape[1:]), dtype=np.uint8)
         batch = np.empty((config.clips_per_batch, *config.clip_shape), dtype=np.uint8)
         last = batch[0]  # (T, H, W, C), the previous clip (overlapping clips reuse its tail)
-        count = filled = 0
+        count = filled = partial = 0
         limit = config.max_clips_per_source or np.iinfo(np.int64).max
         while count < limit:
             slot = batch[filled]  # (T, H, W, C), read in place: no extra copy
             if count == 0 or stride >= frames:
-                ok = (count == 0 or _read_exact(stream, skip)) and _read_exact(stream, slot)
+                gap = count == 0 or _read_exact(stream, skip) == skip.nbytes
+                partial = _read_exact(stream, slot) if gap else 0
+                ok = partial == slot.nbytes
             else:
                 slot[: frames - stride] = last[stride:]
-                ok = _read_exact(stream, slot[frames - stride :])
+                partial = _read_exact(stream, slot[frames - stride :])
+                ok = partial == slot[frames - stride :].nbytes
             if not ok:
                 break
             last, filled, count = slot, filled + 1, count + 1
@@ -261,8 +315,8 @@ class DecodeStage:
                 batch, filled = np.empty_like(batch), 0
         if filled:
             yield batch[:filled], count - filled
-        stream.read()  # drain the tail (less than one clip) so ffmpeg can exit
-        return count
+        tail = stream.read()  # drain the tail (less than one clip) so ffmpeg can exit
+        return count, (partial + len(tail)) // int(np.prod(config.clip_shape[1:]))
 
     def _clip_rows(
         self, source: str, key: str, clips: np.ndarray, first: int
@@ -283,6 +337,7 @@ class DecodeStage:
             "num_clips": np.full(len(clips), -1, dtype=np.int32),
             "error_stage": np.array([""] * len(clips)),
             "error_reason": np.array([""] * len(clips)),
+            "note": np.array([""] * len(clips)),
         }
 
     def _end_row(
@@ -298,5 +353,6 @@ class DecodeStage:
             num_clips=np.full(1, emitted, dtype=np.int32),
             error_stage=np.array([stage]),
             error_reason=np.array([reason]),
+            note=np.array(["; ".join(self.notes)]),
         )
         return row

@@ -150,7 +150,7 @@ class _Pending:
     clips: dict[str, tuple[str, str]] = dataclasses.field(
         default_factory=dict
     )  # id -> (part, drop)
-    end: tuple[int, str, str] | None = None  # (num_clips, error_stage, error_reason)
+    end: tuple[int, str, str, str] | None = None  # (num_clips, error_stage, error_reason, note)
 
     @property
     def complete(self) -> bool:
@@ -158,8 +158,9 @@ class _Pending:
 
     def result(self, key: str) -> SourceResult:
         assert self.end is not None
-        base = SourceResult(self.item.source, key, self.item.fingerprint)
-        _, stage, reason = self.end
+        _, stage, reason, note = self.end
+        notes = tuple(note.split("; ")) if note else ()
+        base = SourceResult(self.item.source, key, self.item.fingerprint, notes=notes)
         if stage:
             return dataclasses.replace(base, error_stage=stage, error_reason=reason)
         kept = sorted(clip for clip, (_, drop) in self.clips.items() if not drop)
@@ -193,6 +194,7 @@ class CommitTracker:
                     int(batch["num_clips"][index]),
                     str(batch["error_stage"][index]),
                     str(batch["error_reason"][index]),
+                    str(batch["note"][index]),
                 )
             else:
                 state.clips[str(batch["clip_id"][index])] = (

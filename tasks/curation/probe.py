@@ -30,7 +30,11 @@ STDERR_HINTS = {
     "Error splitting the input into NAL units": "the video data is corrupt",
     "404 Not Found": "the object does not exist (HTTP 404)",
     "403 Forbidden": "access denied (HTTP 403)",
+    "Decoder (codec": "this ffmpeg has no decoder for the video codec",
 }
+# The box types an mp4/mov file can start with: anything else is not an unfinished mp4.
+MP4_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}
+SNIFF_BYTES = 1 << 16
 PROBE_COLUMNS = ("duration_s", "width", "height", "codec", "container", "source_fps")
 MAGIC = {
     b"\x89PNG\r\n\x1a\n": "a PNG image",
@@ -47,6 +51,11 @@ STREAM_LINE = re.compile(
     r"^\s+Stream #0:\d+\S*: (?P<type>[A-Za-z]+): (?P<codec>[\w-]+)(?P<rest>.*)$"
 )
 SIZE = re.compile(r", (?P<width>\d+)x(?P<height>\d+)\b")
+# The pixel format and its colour properties: "yuv420p10le(tv, bt2020nc/bt2020/smpte2084, progressive)".
+PIXEL_FORMAT = re.compile(
+    r", (?P<format>(?:yuvj?|rgb|bgr|gbr|gray|nv|p0|p2|p4|xyz|ya|[a0]?rgba?|[a0]?bgra?)\w*)"
+    r"(?:\((?P<props>[^)]*)\))?(?=,|$)"
+)
 RATE = re.compile(r", (?P<value>\d+(?:\.\d+)?)(?P<kilo>k?) (?P<unit>fps|tbr)\b")
 
 
@@ -63,22 +72,47 @@ def media_url(source: str, expires: int = PRESIGN_SECONDS) -> str:
     return str(fs.sign(path, expiration=expires))
 
 
+def _samples(source: str) -> tuple[bytes, bool]:
+    """The file's first bytes, and whether its start, middle and end are all zero bytes
+    (a preallocated, wiped or never-written file; a sparse one costs three small reads)."""
+    fs, path = storage.filesystem(source)
+    with fs.open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+        zeros = not head.strip(b"\0")
+        size = int(fs.size(path) or 0)
+        for offset in (size // 2, max(size - SNIFF_BYTES, 0)):
+            if zeros and offset > len(head):
+                handle.seek(offset)
+                zeros = not handle.read(SNIFF_BYTES).strip(b"\0")
+    return head, zeros
+
+
 def sniff(source: str) -> str:
-    """What the first bytes of an unreadable file look like ("" when nothing obvious)."""
+    """What an unreadable file looks like ("" when nothing obvious)."""
     try:
-        fs, path = storage.filesystem(source)
-        with fs.open(path, "rb") as handle:
-            head = handle.read(512)
+        head, zeros = _samples(source)
     except (OSError, ValueError):
         return ""
+    if head and zeros:
+        return "a file of zero bytes only (no data was ever written to it)"
+    if head[:512] and not head[:512].strip(b"\0"):
+        return "unknown data (the file starts with zero bytes, no container header)"
     for magic, kind in MAGIC.items():
         if head.startswith(magic):
             return kind
     try:
-        text = head.decode("utf-8")
+        text = head[:512].decode("utf-8")
     except UnicodeDecodeError:
         return ""
     return "a text file" if text and all(c.isprintable() or c.isspace() for c in text) else ""
+
+
+def _looks_like_mp4(source: str) -> bool:
+    try:
+        head, _ = _samples(source)
+    except (OSError, ValueError):
+        return True  # cannot tell: keep ffmpeg's own words
+    return head[4:8] in MP4_FIRST_BOXES
 
 
 def explain_stderr(stderr: str) -> str:
@@ -113,19 +147,20 @@ def parse_header(lines: list[str]) -> dict[str, Any] | None:
     facts: dict[str, Any] = {
         "duration_s": _seconds(next((m for m in map(DURATION_LINE.match, lines) if m), None)),
         "width": 0, "height": 0, "codec": "", "container": opened["container"],
-        "source_fps": math.nan, "error_reason": "",
+        "source_fps": math.nan, "pixel_format": "", "color": "", "error_reason": "",
     }  # fmt: skip
     videos = [
         s for s in streams if s["type"] == "Video" and "(attached pic)" not in s["rest"]
     ]  # cover art is not the video; ffmpeg's `-map 0:V:0` skips it too
     if not videos:
-        others = sorted({f"{s['type'].lower()}: {s['codec']}" for s in streams})
-        detail = f" (only {', '.join(others)})" if others else ""
-        facts["error_reason"] = f"no video stream{detail}"
+        facts["error_reason"] = _no_video_reason(streams)
         return facts
     video = videos[0]
     size = SIZE.search(video["rest"])
+    pixels = PIXEL_FORMAT.search(video["rest"])
     facts.update(
+        pixel_format=pixels["format"] if pixels else "",
+        color=(pixels["props"] or "") if pixels else "",
         codec=video["codec"],
         width=int(size["width"]) if size else 0,
         height=int(size["height"]) if size else 0,
@@ -134,14 +169,35 @@ def parse_header(lines: list[str]) -> dict[str, Any] | None:
     return facts
 
 
+def _no_video_reason(streams: list[re.Match[str]]) -> str:
+    """Why a file that ffmpeg opened has nothing to curate, naming what it does hold."""
+    pictures = sorted({s["codec"] for s in streams if "(attached pic)" in s["rest"]})
+    others = sorted(
+        {f"{s['type'].lower()}: {s['codec']}" for s in streams if "(attached pic)" not in s["rest"]}
+    )
+    if pictures:
+        held = f" beside {', '.join(others)}" if others else ""
+        return (
+            f"no moving picture: only an attached picture ({', '.join(pictures)} cover art){held}"
+        )
+    return f"no video stream (only {', '.join(others)})" if others else "no video stream"
+
+
 def unreadable_reason(source: str, errors: str) -> str:
     """Why ffmpeg could not open `source`: what the file looks like, else ffmpeg's own words."""
     kind = sniff(source)
-    return f"{kind}, not a video" if kind else f"ffmpeg cannot read it: {explain_stderr(errors)}"
+    if kind:
+        return f"{kind}, not a video"
+    if "moov atom not found" in errors and not _looks_like_mp4(source):
+        # ffmpeg guessed mp4 from the file name; the bytes are no mp4 at all.
+        return "unknown data, not a video: no container header ffmpeg recognises"
+    return f"ffmpeg cannot read it: {explain_stderr(errors)}"
 
 
 class FilterRules:
-    """Rejects probed sources that cannot give a clip: images, codecs, too short, too small."""
+    """Rejects probed sources that cannot give a clip: still images, too short, too small, and
+    codecs outside `allowed_codecs` when the config names a list (by default every codec
+    ffmpeg decodes is accepted; one it cannot decode fails at the decode stage, with why)."""
 
     def __init__(self, config: CurationConfig) -> None:
         self.config = config
@@ -154,7 +210,8 @@ class FilterRules:
         still = container.endswith("_pipe") or container == "image2" or codec in IMAGE_CODECS
         if still and (math.isnan(duration) or duration <= 0):
             return f"a still image ({codec or container}), not a video"
-        if codec not in self.config.allowed_codecs:
+        allowed = self.config.allowed_codecs
+        if allowed is not None and codec not in allowed:
             return f"video codec '{codec}' is not in the allow-list"
         if math.isnan(duration):
             return "the video has no known duration"

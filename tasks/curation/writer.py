@@ -50,6 +50,7 @@ META_COLUMNS = (
     "num_clips",
     "error_stage",
     "error_reason",
+    "note",
 )
 
 

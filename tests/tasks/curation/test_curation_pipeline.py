@@ -98,6 +98,7 @@ def test_tracker_commits_only_complete_sources(tmp_path: Path) -> None:
             ),
             "error_stage": np.array([""] * count),
             "error_reason": np.array([""] * count),
+            "note": np.array([""] * count),
         }
 
     tracker.observe(rows(key_a, [], 2))  # the end row can arrive before the clips

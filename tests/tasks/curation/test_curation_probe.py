@@ -53,12 +53,16 @@ def test_header_parsing_skips_cover_art_and_codec_tags() -> None:
         "codec": "h264",
         "container": "mov,mp4,m4a,3gp,3g2,mj2",
         "source_fps": 29.97,
+        "pixel_format": "yuv420p",
+        "color": "progressive",
         "error_reason": "",
     }
     assert parse_header(["[error] moov atom not found"]) is None  # ffmpeg could not open it
     audio = parse_header([MP4_HEADER[0], "  Duration: N/A, bitrate: N/A", *MP4_HEADER[4:6]])
     assert audio is not None and math.isnan(audio["duration_s"])
-    assert audio["error_reason"] == "no video stream (only audio: aac, video: mjpeg)"
+    assert audio["error_reason"] == (
+        "no moving picture: only an attached picture (mjpeg cover art) beside audio: aac"
+    )
 
 
 def test_good_videos_have_facts(small_config: CurationConfig, videos: dict[str, Path]) -> None:

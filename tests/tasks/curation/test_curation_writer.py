@@ -34,6 +34,7 @@ def _batch(source: str, key: str, count: int, drop: tuple[str, ...]) -> dict[str
         "num_clips": np.array([-1] * count + [count], dtype=np.int32),
         "error_stage": np.array([""] * (count + 1)),
         "error_reason": np.array([""] * (count + 1)),
+        "note": np.array([""] * (count + 1)),
         "motion_score": np.ones(count + 1, dtype=np.float32),
         "mean_intensity": np.zeros(count + 1, dtype=np.float32),
         "std_intensity": np.zeros(count + 1, dtype=np.float32),
