@@ -52,16 +52,18 @@ def fit_action_scale(
         raise ValueError("states (N, S), actions (N, A) and episodes (N,) must have N rows")
     dims = actions.shape[1]
     same = episodes[1:] == episodes[:-1]  # (N-1,) pairs inside one episode
-    if states.shape[1] < dims or not same.any():
-        return ActionScaleFit(None, 0.0, int(same.sum()))
-    delta = (states[1:, :dims] - states[:-1, :dims])[same].astype(np.float64)  # (M, A)
+    if not same.any():
+        return ActionScaleFit(None, 0.0, 0)
     taken = actions[:-1][same].astype(np.float64)  # (M, A)
     power = (taken * taken).sum(axis=0)  # (A,)
     # Constant-zero dims (zero-padded actions, common in LeRobot data) carry no information:
     # fit and score the dims that move, give the others gain 0 (they move no state).
     moving = power > 0  # (A,)
-    if not moving.any():
-        return ActionScaleFit(None, 0.0, len(delta))
+    if not moving.any() or np.flatnonzero(moving)[-1] >= states.shape[1]:
+        return ActionScaleFit(None, 0.0, len(taken))  # no moving dim, or one without a state dim
+    width = min(dims, states.shape[1])
+    delta = np.zeros_like(taken)  # (M, A); padded dims beyond the state stay 0
+    delta[:, :width] = (states[1:, :width] - states[:-1, :width])[same]
     gain = np.zeros(dims)
     gain[moving] = (delta * taken).sum(axis=0)[moving] / power[moving]  # (A,)
     residual = float(((delta - gain * taken)[:, moving] ** 2).sum())

@@ -56,3 +56,14 @@ def test_constant_action_dims_do_not_drop_the_fit() -> None:
     assert fit.r2 == pytest.approx(1.0)
     all_constant = fit_action_scale(states, np.zeros_like(actions), episodes)
     assert all_constant.scale is None
+
+
+def test_padded_action_dims_beyond_the_state_are_allowed() -> None:
+    states, actions, episodes = _episodes(np.array([0.05, 0.2]), noise=0.0)
+    padded = np.concatenate([actions, np.zeros((len(actions), 2))], axis=1)  # A=4 > S=3
+    fit = fit_action_scale(states, padded, episodes)
+    assert fit.scale is not None
+    np.testing.assert_allclose(np.array(fit.scale), np.array([0.05, 0.2, 0.0, 0.0]), atol=1e-6)
+    moving_beyond = padded.copy()
+    moving_beyond[:, 3] = 1.0  # a dim that moves but has no state dim to move
+    assert fit_action_scale(states, moving_beyond, episodes).scale is None
