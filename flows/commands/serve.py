@@ -1,4 +1,4 @@
-"""`vjepa serve`: run the embedding + fleet planning HTTP service, or write its Serve config."""
+"""`vjepa serve`: run the embedding + fleet planning (+ VQA) HTTP service, or write its Serve config."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ DEFAULT_TOKEN_ENV = "VJEPA_SERVE_TOKEN"
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="serve embeddings and fleet CEM planning over HTTP (Ray Serve)",
+        help="serve embeddings, fleet CEM planning and VQA over HTTP (Ray Serve)",
         description=(
-            "Start Ray Serve with one HTTP ingress (/v1/embed, /v1/plan, /v1/models, /healthz) "
-            "in front of an embedding deployment and a planner deployment that batches the "
-            "requests of many robots. Runs until Ctrl-C. With --config-out, write the Serve "
-            "config file (for `serve deploy` or a KubeRay RayService) and exit."
+            "Start Ray Serve with one HTTP ingress (/v1/embed, /v1/plan, /v1/vqa, /v1/models, "
+            "/healthz) in front of an embedding deployment, a planner deployment that batches "
+            "the requests of many robots and, with --vqa-model, a VQA deployment that batches "
+            "questions. Runs until Ctrl-C. With --config-out, write the Serve config file (for "
+            "`serve deploy` or a KubeRay RayService) and exit."
         ),
     )
     parser.add_argument(
@@ -69,7 +70,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="request size limit (8)")
     parser.add_argument("--cache-dir", default="~/.cache/vjepa/serving", help="copies of s3 models")
     parser.add_argument("--config-out", metavar="FILE", help="write the Serve config YAML and exit")
+    add_vqa_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def add_vqa_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--vqa-*`: host a VQA model (`/v1/vqa`); unset values keep `serving.config.VQASettings`'."""
+    group = parser.add_argument_group("video question answering (/v1/vqa)")
+    group.add_argument(
+        "--vqa-model", metavar="URI", help="model folder written by `vjepa align` (local or s3://)"
+    )
+    group.add_argument("--vqa-replicas", type=int, help="VQA replicas (default 1)")
+    group.add_argument("--vqa-num-cpus", type=float, help="CPUs per VQA replica (default 1)")
+    group.add_argument("--vqa-num-gpus", type=float, help="GPUs per VQA replica (default 0)")
+    group.add_argument(
+        "--vqa-max-batch-size", type=int, help="questions per generate call (default 16)"
+    )
+
+
+def vqa_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `vqa` part of the config from the `--vqa-*` flags (`--no-batching` applies too)."""
+    from serving.config import VQASettings
+
+    defaults = VQASettings()
+    replicas = defaults.replicas.model_dump()
+    for key, value in (
+        ("num_replicas", args.vqa_replicas),
+        ("num_cpus", args.vqa_num_cpus),
+        ("num_gpus", args.vqa_num_gpus),
+    ):
+        if value is not None:
+            replicas[key] = value
+    batching = defaults.batching.model_dump()
+    batching["enabled"] = not args.no_batching
+    if args.vqa_max_batch_size is not None:
+        batching["max_batch_size"] = args.vqa_max_batch_size
+    return {"model": args.vqa_model, "replicas": replicas, "batching": batching}
 
 
 def build_config(args: argparse.Namespace, for_file: bool) -> Any:
@@ -110,6 +146,7 @@ def build_config(args: argparse.Namespace, for_file: bool) -> Any:
                     "max_batch_size": args.max_batch_size,
                     "wait_timeout_s": args.batch_wait_ms / 1000,
                 },
+                "vqa": vqa_settings(args),
             }
         )
         if for_file:  # the token lives in the cluster's secret, read by the replicas
@@ -157,6 +194,28 @@ def check_bundles(models: dict[str, str]) -> None:
             WorldModelSpec.from_dict(json.loads(fs.cat_file(path))).cem_config()
         except (ValueError, TypeError, KeyError) as error:
             raise UsageError(f"--checkpoint {name}={uri}: invalid {SPEC_FILE}: {error}") from None
+
+
+def check_vqa_model(uri: str) -> None:
+    """Fail early when the VQA folder has no usable `vlm.json` or its LM folder no tokenizer."""
+    from modeling.checkpoints import CheckpointError
+    from modeling.vlm_checkpoints import MANIFEST, VLMManifest
+    from tasks.storage import filesystem, join
+
+    fs, path = filesystem(join(uri, MANIFEST))
+    if not fs.exists(path):
+        raise UsageError(f"--vqa-model {uri}: no {MANIFEST} there (not written by vjepa align?)")
+    try:
+        manifest = VLMManifest.from_json(fs.cat_file(path).decode())
+    except (CheckpointError, KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"--vqa-model {uri}: invalid {MANIFEST}: {error}") from None
+    lm_fs, lm_path = filesystem(manifest.lm.source)
+    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if not any(lm_fs.exists(f"{lm_path.rstrip('/')}/{name}") for name in names):
+        raise UsageError(
+            f"--vqa-model {uri}: its language model {manifest.lm.source} has no tokenizer "
+            "files; save the tokenizer into the LM folder (tokenizer.save_pretrained)"
+        )
 
 
 def write_config(config: Any, target: str) -> None:
@@ -209,9 +268,23 @@ def serve_forever(config: Any) -> None:
         print(f"stopping ({name}): draining requests", file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        drain(APP_NAME)
         serve.shutdown()
         ray.shutdown()
         print("stopped", file=sys.stderr, flush=True)
+
+
+def drain(app_name: str) -> None:
+    """Delete the app while the proxies still run: replicas finish what they hold (Serve's
+    graceful shutdown), answers still get out, and new requests get 503 from the proxy guard.
+    `serve.shutdown()` alone stops proxies and replicas at once and drops requests in flight.
+    """
+    from ray import serve
+
+    try:
+        serve.delete(app_name)
+    except Exception as error:  # not deployed (a failed start) or Serve already gone
+        print(f"drain skipped: {error}", file=sys.stderr, flush=True)
 
 
 class ServeError(Exception):
@@ -227,6 +300,8 @@ def run(args: argparse.Namespace) -> int:
         write_config(config, args.config_out)
         return 0
     check_bundles(config.models)
+    if config.vqa.model is not None:
+        check_vqa_model(config.vqa.model)
     try:
         serve_forever(config)
     except ServeError as error:
