@@ -27,7 +27,7 @@ from modeling.ac_predictor import (
     additive_state_update,
     scaled_state_update,
 )
-from modeling.cem import CEMConfig, CEMResult, cem_plan, latent_goal_energy
+from modeling.cem import CEMConfig, CEMResult, EnergyFn, cem_plan, latent_goal_energy
 from modeling.checkpoints import save_state
 from modeling.encoder import VisionEncoder
 from modeling.jepa import layer_norm_features
@@ -139,6 +139,26 @@ class WorldModel(nn.Module):
         return layer_norm_features(features).reshape(batch, -1, features.shape[-1])  # (B, T*N, D)
 
     @torch.no_grad()
+    def energy_fn(self, context: Tensor, states: Tensor, goals: Tensor) -> EnergyFn:
+        """The planner's energy for R robots: raw `(R*S, H, A)` actions -> `(R*S,)` energies.
+
+        `context (R, N, D)` are the current frames' features, `states (R, 1, S)` raw states and
+        `goals (R, H, W, 3)` uint8 goal images; inputs are normalised as in training.
+        """
+        goal_features = self.encode_frames(goals.unsqueeze(1))  # (R, N, D)
+        normalizer = self.spec.normalizer()
+        predictor = (
+            self.predictor if normalizer is None else NormalizedRollout(self.predictor, normalizer)
+        )
+        return latent_goal_energy(
+            predictor,
+            context,
+            states.float(),
+            goal_features,
+            state_update=self.spec.state_update(),
+        )
+
+    @torch.no_grad()
     def plan(
         self,
         frames: Tensor,
@@ -154,18 +174,7 @@ class WorldModel(nn.Module):
         uint8 goal images; returns plans `(R, H_plan, A)` within the spec's action bounds.
         """
         context = self.encode_frames(frames)  # (R, N, D)
-        goal_features = self.encode_frames(goals.unsqueeze(1))  # (R, N, D)
-        normalizer = self.spec.normalizer()
-        predictor = (
-            self.predictor if normalizer is None else NormalizedRollout(self.predictor, normalizer)
-        )
-        energy = latent_goal_energy(
-            predictor,
-            context,
-            states.float(),
-            goal_features,
-            state_update=self.spec.state_update(),
-        )
+        energy = self.energy_fn(context, states, goals)
         return cem_plan(
             energy,
             num_robots=frames.shape[0],

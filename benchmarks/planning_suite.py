@@ -1,0 +1,155 @@
+"""The suite proof run: one post-training recipe and one set of defaults on every built-in env.
+
+For each env: `collect` random-policy episodes, post-train the AC predictor with the
+product's defaults (`PosttrainConfig`: normalised inputs, features encoded once) on a
+frozen tiny encoder (seeded random init, the same for every env), then run closed-loop
+planning against random actions (`tasks.planning.evaluate`) and report success, final
+distance, the held-out shuffled-action gain and rollout / copy. Training runs in-process on
+the job's own `train_step` over a `FeaturePool` (what `posttrain_loop` does inside Ray,
+without Ray's start-up), one torch thread.
+
+`--holdout ENV` marks the env kept out of every tuning decision: it is reported on its own
+line. The last line is one JSON object; "ratio" is the smallest success / random success
+over the envs (target >= 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modeling.checkpoints import save_model
+from modeling.encoder import VisionEncoder, tiny
+from tasks.planning.evaluate import EvalConfig, WorldModelPlanner, evaluate
+from tasks.planning.rollouts import numpy_batches
+from tasks.robot import ENV_SUITE
+from tasks.robot.collect import CollectConfig, collect
+from tasks.robot.windows import iter_windows
+from tasks.training.feature_cache import FeaturePool, encode_pool
+from tasks.training.job import WorkerContext
+from tasks.training.posttrain import PosttrainJob
+from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvResult:
+    env: str
+    held_out: bool
+    train_seconds: float
+    shuffled_action_gain: float
+    heldout_ratio: float
+    success: float
+    random_success: float
+    final_distance: float
+    random_final_distance: float
+    noop_fraction: float
+
+
+def train(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, dict[str, Any]]:
+    """The product's job and defaults, trained on a FeaturePool; held-out errors."""
+    facts = describe_dataset(config)
+    job = PosttrainJob(config, facts, WorkerContext.local(), encoder)
+    windows = iter_windows(config.trajectories, facts.windows(config), facts.train_episodes)
+    pool: FeaturePool = encode_pool(
+        lambda batch: job.tensors(batch)[0].numpy(), numpy_batches(windows, 64)
+    )
+    source = pool.batches(config.batch_size, config.seed)
+    step, epoch = 0, 0
+    while step < config.steps:
+        for batch in source(epoch):
+            if step >= config.steps:
+                break
+            job.train_step(batch, step)
+            step += 1
+        epoch += 1
+    held = iter_windows(config.trajectories, facts.windows(config), facts.heldout_episodes)
+    errors = job.heldout_errors(held)
+    job.record_checks(errors["shuffled_action_gain"], errors)
+    return job, errors
+
+
+def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> EnvResult:
+    data = folder / env.replace("/", "_")
+    collect(CollectConfig(env, args.episodes, str(data), steps_per_episode=args.steps_per_episode))
+    config = PosttrainConfig(
+        encoder=str(encoder), trajectories=str(data), output=str(folder / "out"), seed=args.seed
+    )
+    if args.train_steps:
+        config = dataclasses.replace(config, steps=args.train_steps)
+    started = time.monotonic()
+    job, errors = train(config, encoder)
+    seconds = time.monotonic() - started
+    planner = WorldModelPlanner(job.model, seed=args.seed, **json.loads(args.cem))
+    evaluation = EvalConfig(
+        env, "in-process", episodes=args.eval_episodes, tolerance=args.tolerance,
+        max_steps=args.max_steps, goal_steps=args.goal_steps, seed=10_000 + args.seed,
+    )  # fmt: skip
+    summary = evaluate(evaluation, planner, model_fps=job.model.spec.control_fps, progress=None)
+    return EnvResult(
+        env=env,
+        held_out=env == args.holdout,
+        train_seconds=round(seconds, 1),
+        shuffled_action_gain=round(float(errors["shuffled_action_gain"]), 4),
+        heldout_ratio=round(errors["heldout_rollout_error"] / errors["heldout_copy_error"], 4),
+        success=summary["success_rate"],
+        random_success=summary["random_success_rate"],
+        final_distance=round(summary["mean_final_distance"], 4),
+        random_final_distance=round(summary["random_mean_final_distance"], 4),
+        noop_fraction=round(summary["noop_fraction"], 3),
+    )
+
+
+def report(results: list[EnvResult]) -> None:
+    print(f"{'env':28s} {'gain':>7s} {'ratio':>6s} {'succ':>5s} {'rand':>5s} {'dist':>6s} "
+          f"{'rdist':>6s} {'noop':>5s} {'train s':>7s}")  # fmt: skip
+    for r in results:
+        name = r.env + (" (held out)" if r.held_out else "")
+        print(f"{name:28s} {r.shuffled_action_gain:7.3f} {r.heldout_ratio:6.3f} {r.success:5.2f} "
+              f"{r.random_success:5.2f} {r.final_distance:6.3f} {r.random_final_distance:6.3f} "
+              f"{r.noop_fraction:5.2f} {r.train_seconds:7.1f}")  # fmt: skip
+    ratios = [r.success / max(r.random_success, 0.05) for r in results]
+    print(
+        json.dumps(
+            {"ratio": round(min(ratios), 3), "envs": [dataclasses.asdict(r) for r in results]}
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="*", default=list(ENV_SUITE))
+    parser.add_argument("--holdout", default="vjepa/DiscPush-v0")
+    parser.add_argument("--episodes", type=int, default=60)
+    parser.add_argument("--steps-per-episode", type=int, default=30)
+    parser.add_argument("--train-steps", type=int, default=None, help="default: PosttrainConfig's")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=20)
+    parser.add_argument("--goal-steps", type=int, default=10)
+    parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--cem", default="{}", help="JSON CEM overrides")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vjepa-suite-") as scratch:
+        folder = Path(scratch)
+        torch.manual_seed(0)
+        encoder = folder / "encoder.safetensors"
+        save_model(VisionEncoder(tiny()), encoder)
+        for env in args.envs:
+            results.append(run_env(env, folder, encoder, args))
+            print(f"[suite] {dataclasses.asdict(results[-1])}", file=sys.stderr, flush=True)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""diagnose-world-model: a blind predictor is blamed on dynamics; a trained one uses its actions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flows.cli import main
+from modeling.ac_predictor import ACPredictor, ac_tiny
+from modeling.encoder import VisionEncoder, tiny
+from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
+from tasks.planning.diagnose import DiagnoseConfig, diagnose, spearman
+from tasks.planning.evaluate import load_planner_model
+from tasks.training.posttrain import PosttrainJob
+
+ENV = "vjepa/PointReach-v0"
+SMALL = ["--goals", "2", "--walk-steps", "10", "--candidates", "16", "--windows", "8",
+         "--episodes", "2", "--max-steps", "5"]  # fmt: skip
+
+
+def test_spearman_orders_and_constant_sides_score_zero() -> None:
+    values = np.arange(6.0)
+    assert spearman(values, values**3) == pytest.approx(1.0)
+    assert spearman(values, -values) == pytest.approx(-1.0)
+    assert spearman(values, np.ones(6)) == 0.0
+
+
+def _blind_model(folder: Path) -> Path:
+    """An untrained residual predictor: it copies its input whatever the action."""
+    torch.manual_seed(0)
+    spec = WorldModelSpec(
+        image_size=64, action_dim=2, state_dim=2, action_low=(-1.0, -1.0), action_high=(1.0, 1.0),
+        cem={"num_samples": 16, "num_elites": 4, "num_iterations": 2, "horizon": 1},
+    )  # fmt: skip
+    predictor = ACPredictor(ac_tiny(action_dim=2, state_dim=2, residual=True))
+    save_world_model(folder, WorldModel(VisionEncoder(tiny()), predictor, spec))
+    return folder
+
+
+def test_blind_predictor_fails_ranking_and_action_gain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = _blind_model(tmp_path / "blind")
+    output = tmp_path / "diagnosis"
+    argv = ["diagnose-world-model", "--checkpoint", str(bundle), "--env", ENV]
+    assert main([*argv, *SMALL, "--output", str(output), "--json"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed.strip().splitlines()[-1])
+    parts = {part["name"]: part for part in summary["parts"]}
+    assert parts["representation"]["passed"]  # PointReach frames order states by distance
+    assert not parts["ranking"]["passed"] and not parts["action_gain"]["passed"]
+    assert parts["action_gain"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["finding"].startswith("dynamics")
+    assert "FAIL action_gain" in printed
+    for name in ("energy_vs_distance.png", "predicted_vs_true.png", "diagnosis.json"):
+        assert (output / name).stat().st_size > 0
+
+
+def test_trained_predictor_passes_the_action_checks(
+    trained_world_model: tuple[str, PosttrainJob, list],
+) -> None:
+    config = DiagnoseConfig(ENV, trained_world_model[0], goals=2, walk_steps=10, candidates=32,
+                            windows=32, episodes=2, max_steps=5)  # fmt: skip
+    diagnosis = diagnose(config, load_planner_model(config.checkpoint))
+    parts = {part.name: part for part in diagnosis.parts}
+    print({name: part.value for name, part in parts.items()}, diagnosis.planner)
+    assert parts["action_gain"].passed and parts["ranking"].value > 0.3
