@@ -15,8 +15,25 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-LATENCY_BOUNDARIES_MS: list[float] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+LATENCY_BOUNDARIES_MS: list[float] = [
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1000,
+    2000,
+    5000,
+    10000,
+    30000,
+]
 BATCH_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+# on every answer of the ingress, so the proxy can tell its own answers (no app deployed) apart
+INGRESS_HEADER = (b"x-vjepa-ingress", b"1")
 
 
 class _Metrics:
@@ -84,6 +101,7 @@ class RouteMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = {**message, "headers": [*message.get("headers", []), INGRESS_HEADER]}
             await send(message)
 
         try:

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.config import Limits, ServingConfig
+from serving.metrics import INGRESS_HEADER
 
 UNAVAILABLE_DETAIL = "the service is restarting; retry"
 CALLBACK_VARIABLE = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -117,10 +118,12 @@ def install_protocol(max_header_bytes: int, header_timeout_s: float) -> None:
 
 
 class ProxyGuard:
-    """ASGI middleware run by Serve in each proxy: a request left unanswered becomes a 503.
+    """ASGI middleware run by Serve in each proxy: "no app to answer" becomes a 503.
 
     Serve's proxy sends no response when the ingress replica died mid-request (uvicorn then
-    answers a bare 500); this answers 503 `Retry-After: 1` instead, which clients retry.
+    answers a bare 500), and its own 404 while the app is not deployed (starting, or deleted
+    during a shutdown: the app's route prefix is `/`, so it matches every path). Both become
+    503 `Retry-After: 1`, which clients retry. Answers of the ingress carry `INGRESS_HEADER`.
     """
 
     def __init__(self, app: ASGIApp, max_header_bytes: int, header_timeout_s: float) -> None:
@@ -131,17 +134,27 @@ class ProxyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started, replaced = False, False
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, replaced
             if message["type"] == "http.response.start":
                 started = True
+                replaced = message["status"] == 404 and not _from_ingress(message)
+            if replaced:  # the proxy's own 404: no app deployed (starting or draining)
+                if message["type"] == "http.response.start":
+                    await _send_unavailable(send)
+                return
             await send(message)
 
         await self.app(scope, receive, tracking_send)
         if not started:
             await _send_unavailable(send)
+
+
+def _from_ingress(message: Message) -> bool:
+    name = INGRESS_HEADER[0]
+    return any(bytes(key).lower() == name for key, _ in message.get("headers", []))
 
 
 async def _send_unavailable(send: Send) -> None:
