@@ -25,7 +25,18 @@ HEADLINE = (
     "loss_curve",
     "preset",
     "action_scale_r2",
+    "shuffled_action_gain",
 )
+
+
+def blind_warning(summary: PosttrainSummary) -> str:
+    """What to tell a user whose predictor ignores its actions."""
+    return (
+        f"the shuffled-action gain is {summary.shuffled_action_gain:.4f} (below 0.05): giving "
+        "each held-out window another window's actions hardly changes the predictor's error, so "
+        "it ignores the actions and planning with it will not beat random actions. Train longer "
+        "(--steps), collect more episodes, or run `vjepa diagnose-world-model`."
+    )
 
 
 @task(name="posttrain-job", cache_policy=NO_CACHE)
@@ -45,6 +56,8 @@ def posttrain_flow(config: PosttrainConfig, scale: ScaleConfig) -> PosttrainSumm
         f"error {summary.heldout_rollout_error:.4f} is {verdict} the no-change baseline "
         f"{summary.heldout_copy_error:.4f}."
     )
+    if summary.blind_to_actions:
+        note += f"\n\n**Warning:** {blind_warning(summary)}"
     values = summary.as_dict()
     headline = {key: values[key] for key in HEADLINE}
     headline["action_scale"] = summary.action_scale

@@ -119,13 +119,22 @@ def _sections(stages: DemoStages) -> list[str]:
         ),
         "## Action-conditioned post-training\n\n"
         + _table(
-            ("steps", "final loss", "held-out rollout error", "copy-last-frame error"),
+            (
+                "steps",
+                "final loss",
+                "held-out rollout error",
+                "copy-last-frame error",
+                "shuffled-action gain",
+                "action check",
+            ),
             [
                 (
                     post.steps,
                     post.final_loss,
                     post.heldout_rollout_error,
                     post.heldout_copy_error,
+                    "n/a" if post.shuffled_action_gain is None else post.shuffled_action_gain,
+                    "FAILED (ignores its actions)" if post.blind_to_actions else "passed",
                 )
             ],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from flows.commands.common import (
@@ -121,8 +122,13 @@ def run(args: argparse.Namespace) -> int:
         f"post-trained {summary.steps} steps: loss {summary.first_loss:.4f} -> "
         f"{summary.final_loss:.4f}; held-out rollout error {summary.heldout_rollout_error:.4f} "
         f"vs no-change {summary.heldout_copy_error:.4f}; world model at {summary.world_model_dir}"
-        f" (action scale {summary.action_scale})"
+        f" (action scale {summary.action_scale}); shuffled-action gain "
+        f"{summary.shuffled_action_gain}"
     )
+    if summary.blind_to_actions:
+        from flows.posttrain import blind_warning
+
+        print(f"WARNING: {blind_warning(summary)}", file=sys.stderr, flush=True)
     if args.json:
         emit_json(summary.as_dict())
     return 0

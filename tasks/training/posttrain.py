@@ -239,6 +239,7 @@ class PosttrainJob:
             encoder=self.config.encoder,
             trajectories=self.config.trajectories,
             spec=dataclasses.asdict(self.model.spec),
+            shuffled_action_gain=self.model.spec.shuffled_action_gain,
         )
         write_summary(output, summary)
         return summary

@@ -94,6 +94,17 @@ class PosttrainSummary(JobSummary):
     encoder: str
     trajectories: str
     spec: dict[str, Any]
+    # Held-out rollout error with another window's actions minus with the true ones, over the
+    # copy error (`tasks.planning.rollouts`); None in summaries written before it was measured.
+    shuffled_action_gain: float | None = None
+
+    @property
+    def blind_to_actions(self) -> bool:
+        """True when the predictor's error hardly depends on its actions (gain below 0.05)."""
+        from tasks.planning.rollouts import MIN_ACTION_GAIN
+
+        gain = self.shuffled_action_gain
+        return gain is not None and gain < MIN_ACTION_GAIN
 
     @property
     def action_scale(self) -> Any:

@@ -17,19 +17,19 @@ def _probe(accuracy: float) -> ProbeSummary:
     )  # fmt: skip
 
 
-def _posttrain() -> PosttrainSummary:
+def _posttrain(gain: float | None = 0.2) -> PosttrainSummary:
     return PosttrainSummary(
         steps=5, first_loss=0.3, final_loss=0.1, final_teacher_forcing=0.05, final_rollout=0.05,
         heldout_rollout_error=0.03, heldout_copy_error=0.04, heldout_rollout_error_per_step=[],
         heldout_copy_error_per_step=[], heldout_windows=10, heldout_ratio=0.75,
         beats_copy_baseline=True, action_scale_r2=0.9, train_episodes=[0], heldout_episodes=[1],
         world_model_dir="wm", loss_curve=None, preset="tiny", encoder="enc", trajectories="t",
-        spec={},
+        spec={}, shuffled_action_gain=gain,
     )  # fmt: skip
 
 
-def test_report_lists_every_probe_label_for_both_encoders(tmp_path: Path) -> None:
-    stages = DemoStages(
+def _stages(tmp_path: Path, posttrain: PosttrainSummary) -> DemoStages:
+    return DemoStages(
         curate={"num_sources": 8, "num_clips": 24, "num_rejected": 1, "version": "abc"},
         pretrain=PretrainSummary(
             steps=3,
@@ -44,7 +44,7 @@ def test_report_lists_every_probe_label_for_both_encoders(tmp_path: Path) -> Non
             "shape": {"pretrained": _probe(0.71), "random": _probe(0.52)},
             "direction": {"pretrained": _probe(0.83), "random": _probe(0.86)},
         },
-        posttrain=_posttrain(),
+        posttrain=posttrain,
         planning={
             "success_rate": 0.9,
             "mean_final_distance": 0.06,
@@ -52,9 +52,21 @@ def test_report_lists_every_probe_label_for_both_encoders(tmp_path: Path) -> Non
             "random_mean_final_distance": 0.38,
         },
     )
+
+
+def test_report_lists_every_probe_label_for_both_encoders(tmp_path: Path) -> None:
+    stages = _stages(tmp_path, _posttrain())
     report = Path(write_report(str(tmp_path / "report"), stages))
     text = report.read_text()
     rows = [line for line in text.splitlines() if line.startswith(("| shape", "| direction"))]
     assert len(rows) == 4
     assert "| shape | pretrained | 0.71 |" in text and "| direction | random init | 0.86 |" in text
     assert (report.parent / "comparison.png").stat().st_size > 1000
+    assert "| 0.2000 | passed |" in text or "| 0.2 | passed |" in text
+
+
+def test_report_marks_a_predictor_that_ignores_its_actions(tmp_path: Path) -> None:
+    assert _posttrain(0.001).blind_to_actions and not _posttrain(None).blind_to_actions
+    stages = _stages(tmp_path, _posttrain(0.001))
+    text = Path(write_report(str(tmp_path / "blind"), stages)).read_text()
+    assert "FAILED (ignores its actions)" in text
