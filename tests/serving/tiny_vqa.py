@@ -70,14 +70,14 @@ def make_lm(folder: Path, seed: int = 0, num_layers: int = 2) -> Path:
     return folder
 
 
-def make_vqa_model(root: Path, seed: int = 0) -> Path:
+def make_vqa_model(root: Path, seed: int = 0, num_layers: int = 2) -> Path:
     """`root/encoder.safetensors`, `root/lm/` and the model folder `root/vqa/` (returned)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     encoder = VisionEncoder(tiny()).eval()
     encoder_path = save_model(encoder, root / "encoder.safetensors")
-    lm_path = make_lm(root / "lm", seed)
+    lm_path = make_lm(root / "lm", seed, num_layers)
     lm = AutoModelForCausalLM.from_pretrained(str(lm_path))
     projector = VisualProjector(mlp(encoder.config.width, LM_WIDTH, pool=2))
     manifest = VLMManifest(

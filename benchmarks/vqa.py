@@ -1,0 +1,242 @@
+"""VQA serving benchmark: questions answered with and without cross-request batching, over HTTP.
+
+One run on one machine: starts its own local Ray, writes a random-weight VQA model folder (the
+tiny encoder, an `mlp` projector and a tiny Llama saved and loaded with `transformers`, as in the
+serving tests) and serves it twice side by side, as two Serve applications with identical
+replicas: `/on` batches concurrent questions (`max_batch_size` 16), `/off` answers every request
+alone. Simulated clients (asyncio + httpx on 127.0.0.1) each ask questions about their own
+4-frame 64 px clip back to back for a fixed time (and at least a fixed count); for every client
+count both modes run one after the other, so background load drifts equally on both.
+
+Reported per client count and mode: answers/s, generated tokens/s, p50/p99 latency, mean batch
+size, and the encoder + projector share of a request (`encode_ms / server_ms` from the answers'
+timings). The last stdout line is JSON; `ratio` = answers/s batched / unbatched at 16 clients
+(target >= 3 at no worse p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CLIENTS = (1, 4, 16)
+HERE = Path(__file__).resolve().parent
+# run as `python benchmarks/vqa.py`: put the repository root first (see benchmarks/serving.py)
+if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
+    sys.path[0] = str(HERE.parent)
+
+QUESTIONS = ("what colour is the square?", "which way does the ball move?", "what shape is it?")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement (8)")
+    parser.add_argument("--min-requests", type=int, default=2, help="per client and measurement")
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS))
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="per answer (16)")
+    parser.add_argument("--lm-layers", type=int, default=2, help="layers of the tiny Llama (2)")
+    parser.add_argument("--vqa-cpus", type=float, default=1.0, help="CPUs of the VQA replica")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the replica")
+    parser.add_argument("--vqa-gpus", type=float, default=0.0, help="GPUs per VQA replica")
+    return parser.parse_args()
+
+
+def make_model(root: Path, layers: int) -> Path:
+    from tests.serving.tiny_vqa import make_vqa_model
+
+    return make_vqa_model(root, num_layers=layers)
+
+
+def request_body(index: int, max_new_tokens: int) -> bytes:
+    from serving.codec import pack
+
+    rng = np.random.default_rng(index)
+    frames = rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    question = QUESTIONS[index % len(QUESTIONS)]
+    return pack({"frames": frames, "question": question, "max_new_tokens": max_new_tokens})
+
+
+async def client_loop(
+    client: Any, path: str, body: bytes, stop_at: float, minimum: int, record: dict[str, list]
+) -> None:
+    done = 0
+    while done < minimum or time.monotonic() < stop_at:
+        started = time.perf_counter()
+        response = await client.post(path, content=body)
+        if response.status_code != 200:
+            record["errors"].append(response.status_code)
+            continue
+        record["latency"].append((time.perf_counter() - started) * 1000)
+        reply = response.json()
+        timing = reply["timing"]
+        record["tokens"].append(reply["num_tokens"])
+        record["batch"].append(timing["batch_size"])
+        record["share"].append(timing["encode_ms"] / max(timing["server_ms"], 1e-6))
+        done += 1
+
+
+async def load(url: str, path: str, bodies: list[bytes], seconds: float, minimum: int) -> dict:
+    import httpx
+
+    limits = httpx.Limits(max_connections=len(bodies) + 4)
+    headers = {"Content-Type": "application/msgpack"}
+    record: dict[str, list] = {"latency": [], "tokens": [], "batch": [], "share": [], "errors": []}
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, headers=headers, timeout=600
+    ) as client:
+        await asyncio.gather(*(client.post(path, content=b) for b in bodies))  # warm-up
+        started = time.monotonic()
+        stop_at = started + seconds
+        await asyncio.gather(
+            *(client_loop(client, path, b, stop_at, minimum, record) for b in bodies)
+        )
+        elapsed = time.monotonic() - started
+    latency = np.array(record["latency"])
+    return {
+        "answers_per_s": len(latency) / elapsed,
+        "tokens_per_s": float(np.sum(record["tokens"])) / elapsed,
+        "p50_ms": float(np.percentile(latency, 50)),
+        "p99_ms": float(np.percentile(latency, 99)),
+        "mean_batch": float(np.mean(record["batch"])),
+        "encode_share": float(np.mean(record["share"])),
+        "requests": len(latency),
+        "errors": len(record["errors"]),
+    }
+
+
+def start_apps(model: Path, bundle: Path, args: argparse.Namespace, cache: str) -> str:
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.config import ServingConfig
+
+    port = _free_port()
+    cpus = 2 * (os.cpu_count() or 2) + 2  # two apps' replicas; threads are set explicitly
+    ray.init(
+        num_cpus=cpus,
+        num_gpus=1 if args.vqa_gpus > 0 else 0,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    small = {"num_replicas": 1, "num_cpus": 0.1}
+    for mode in ("on", "off"):
+        config = ServingConfig.model_validate(
+            {
+                "models": {"arm": str(bundle)},
+                "cache_dir": cache,
+                "torch_threads": args.threads,
+                "planner": small,
+                "embedder": small,
+                "ingress": {**small, "max_ongoing_requests": 512},
+                "vqa": {
+                    "model": str(model),
+                    "max_new_tokens": max(64, args.max_new_tokens),
+                    "batching": {
+                        "enabled": mode == "on",
+                        "max_batch_size": 16,
+                        "wait_timeout_s": 0.01,
+                    },
+                    "replicas": {
+                        "num_replicas": 1,
+                        "num_cpus": args.vqa_cpus,
+                        "num_gpus": args.vqa_gpus,
+                    },
+                },
+            }
+        )
+        serve.run(build_app(config), name=f"vqa-{mode}", route_prefix=f"/{mode}")
+    return f"http://127.0.0.1:{port}"
+
+
+def make_bundle(folder: Path) -> Path:
+    """The ingress always serves planning: a tiny world model bundle to go with it."""
+    import torch
+
+    from modeling.ac_predictor import ACPredictor, ac_tiny
+    from modeling.encoder import VisionEncoder, tiny
+    from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
+
+    torch.manual_seed(0)
+    cem = {"num_samples": 16, "num_elites": 4, "num_iterations": 1, "horizon": 2}
+    spec = WorldModelSpec(64, 2, 2, (-1.0, -1.0), (1.0, 1.0), cem=cem)
+    predictor = ACPredictor(ac_tiny(action_dim=2, state_dim=2))
+    model = WorldModel(VisionEncoder(tiny()), predictor, spec)
+    return save_world_model(folder, model)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def print_table(rows: list[dict]) -> None:
+    header = (
+        f"{'clients':>7} {'mode':>4} {'answers/s':>9} {'tokens/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'batch':>5} {'enc+proj':>8} {'n':>4} {'err':>3}"
+    )
+    print(header)
+    for row in rows:
+        print(
+            f"{row['clients']:>7} {row['mode']:>4} {row['answers_per_s']:>9.2f} "
+            f"{row['tokens_per_s']:>8.1f} {row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} "
+            f"{row['mean_batch']:>5.1f} {row['encode_share']:>8.1%} {row['requests']:>4} "
+            f"{row['errors']:>3}"
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    from ray import serve
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="vjepa-vqa-bench-") as folder:
+        root = Path(folder)
+        model = make_model(root / "model", args.lm_layers)
+        url = start_apps(model, make_bundle(root / "bundle"), args, str(root / "cache"))
+        try:
+            for clients in args.clients:
+                bodies = [request_body(i, args.max_new_tokens) for i in range(clients)]
+                for mode in ("on", "off"):
+                    measured = asyncio.run(
+                        load(url, f"/{mode}/v1/vqa", bodies, args.seconds, args.min_requests)
+                    )
+                    rows.append({"clients": clients, "mode": mode, **measured})
+                    print(f"measured {clients} clients, batching {mode}", file=sys.stderr)
+        finally:
+            serve.shutdown()
+    print_table(rows)
+    by_key = {(row["clients"], row["mode"]): row for row in rows}
+    top = max(args.clients)
+    on, off = by_key[(top, "on")], by_key[(top, "off")]
+    single = by_key.get((1, "off"), off)
+    summary = {
+        "benchmark": "vqa",
+        "clients": top,
+        "ratio": on["answers_per_s"] / off["answers_per_s"],
+        "p99_on_ms": on["p99_ms"],
+        "p99_off_ms": off["p99_ms"],
+        "tokens_per_s_on": on["tokens_per_s"],
+        "tokens_per_s_off": off["tokens_per_s"],
+        "encode_share_single": single["encode_share"],
+        "max_new_tokens": args.max_new_tokens,
+        "rows": rows,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
