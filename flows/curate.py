@@ -10,6 +10,7 @@ it is already initialised, else started (honouring `RAY_ADDRESS`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -26,6 +27,7 @@ from tasks.curation.dataset import (
     assemble_dataset,
     load_committed,
 )
+from tasks.curation.lock import OutputLock
 from tasks.curation.pipeline import CurationPlan, plan_curation, run_pending
 from tasks.runtime import ensure_ray
 
@@ -111,10 +113,17 @@ def publish_summary(summary: dict[str, Any], manifest: dict[str, Any]) -> str:
 def curate_flow(
     inputs: list[str], output: str, config: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Curate `inputs` (files, folders, globs, s3:// prefixes) into a clip dataset at `output`."""
-    plan = plan_sources(inputs, output, dict(config or {}))
-    results = curate_sources(plan)
-    manifest = assemble(plan, results)
+    """Curate `inputs` (files, folders, globs, s3:// prefixes) into a clip dataset at `output`.
+
+    The run holds the output's lock throughout (`OutputLock`): a second run on the same output
+    stops with `OutputLocked` instead of publishing a competing version."""
+    if not storage.is_remote(output):
+        output = os.path.abspath(output)
+    with OutputLock(output) as lock:
+        plan = plan_sources(inputs, output, dict(config or {}))
+        results = curate_sources(plan)
+        lock.check()  # publish only while the lock is still this run's
+        manifest = assemble(plan, results)
     counts = manifest["counts"]
     summary = {
         "output": plan.output,

@@ -18,8 +18,10 @@ what V-JEPA 2 normalises with) to get normalised values instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,8 @@ import torch
 from tasks import storage
 
 CLIP_COLUMNS = ["clip_id", "source", "start_s", "end_s", "shape", "frames"]
+HASH_CHUNK = 8 << 20
+HASH_THREADS = 4
 
 
 def read_manifest(uri: str) -> dict[str, Any]:
@@ -46,13 +50,57 @@ def shard_paths(uri: str, manifest: dict[str, Any] | None = None) -> list[str]:
     return [f"{root.rstrip('/')}/{shard['path']}" for shard in manifest["shards"]]
 
 
-def read_clips(uri: str, columns: Sequence[str] | None = None, **read_args: Any) -> Any:
-    """The curated dataset as a Ray Dataset, one row per clip (`columns` defaults to CLIP_COLUMNS)."""
+class ShardMismatch(ValueError):
+    """A shard the manifest lists is missing or does not hold the bytes the manifest promises."""
+
+
+def _sha256(fs: Any, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_shards(uri: str, manifest: dict[str, Any] | None = None) -> None:
+    """Check every shard the manifest lists against the SHA-256 it records (a shard without one,
+    from an older writer, is only checked to exist); raises `ShardMismatch` naming the shards."""
+    manifest = manifest or read_manifest(uri)
+    fs, _ = storage.filesystem(uri)
+    paths = shard_paths(uri, manifest)
+
+    def problem(path: str, shard: dict[str, Any]) -> str:
+        if not fs.exists(path):
+            return f"{shard['path']} is missing"
+        expected = shard.get("sha256")
+        if expected and _sha256(fs, path) != expected:
+            return f"{shard['path']} does not match its SHA-256 in the manifest"
+        return ""
+
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:  # hashlib releases the GIL
+        problems = [p for p in pool.map(problem, paths, manifest["shards"]) if p]
+    if problems:
+        raise ShardMismatch(
+            f"the curated dataset at {uri} is not what its manifest promises: "
+            + "; ".join(problems[:5])
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+        )
+
+
+def read_clips(
+    uri: str, columns: Sequence[str] | None = None, verify: bool = True, **read_args: Any
+) -> Any:
+    """The curated dataset as a Ray Dataset, one row per clip (`columns` defaults to CLIP_COLUMNS).
+
+    `verify` first checks every shard against the manifest's checksums (`verify_shards`: one
+    extra read of the shards, in threads); turn it off only for datasets checked already."""
     import ray
 
     manifest = read_manifest(uri)
     if not manifest["shards"]:
         raise ValueError(f"the curated dataset at {uri} has no clips")
+    if verify:
+        verify_shards(uri, manifest)
     return ray.data.read_parquet(
         shard_paths(uri, manifest),
         filesystem=storage.pyarrow_filesystem(uri)[0],

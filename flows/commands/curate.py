@@ -47,10 +47,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
 
     from flows.curate import curate_flow
+    from tasks.curation.lock import OutputLocked
     from tasks.runtime import ensure_ray
 
     ensure_ray(log_to_driver=False)
-    summary = curate_flow(inputs=list(args.input), output=args.output, config=config.to_dict())
+    try:
+        summary = curate_flow(inputs=list(args.input), output=args.output, config=config.to_dict())
+    except OutputLocked as error:
+        return fail(str(error), code=1)
     print(
         f"curated {summary['num_clips']} clips from {summary['num_sources']} sources "
         f"({summary['num_rejected']} rejected) into {summary['output']}, "

@@ -7,6 +7,13 @@ sorted by clip id and cut into shards of `rows_per_shard` rows, so an
 interrupted-and-resumed run writes byte-identical shards and an equal manifest.
 Assembly holds the kept clips of the run in memory (fine for one machine's
 worth of clips; a cluster-scale dataset would sort with Ray Data instead).
+
+Publication is atomic: a version's shards go to their own folder
+`OUTPUT/shards/<version>/`, then `manifest.json` is swapped in one atomic write,
+and only then are other versions' shards removed. A run killed while writing
+shards leaves the previous manifest and every shard it lists untouched; readers
+trust only the manifest and check each shard's SHA-256 against it
+(`tasks.clips.read_clips`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import posixpath
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +34,13 @@ import pyarrow.parquet as pq
 from tasks import storage
 from tasks.curation.config import CurationConfig
 from tasks.curation.sources import MissingInput, SourceItem
-from tasks.curation.writer import SHARD_SCHEMA, STAGING_DIR, read_part, write_parquet
+from tasks.curation.writer import (
+    SHARD_SCHEMA,
+    STAGING_DIR,
+    put_bytes,
+    read_part,
+    write_parquet,
+)
 
 FORMAT = "vjepa-curated-clips/1"
 MANIFEST = "manifest.json"
@@ -74,25 +86,6 @@ def done_uri(output: str, key: str = "") -> str:
     return storage.join(folder, f"{key}.json") if key else folder
 
 
-def put_bytes(uri: str, data: bytes | pa.Buffer, durable: bool = False) -> None:
-    """Write `data` at `uri` atomically: temp file + rename locally, one PUT on S3.
-
-    `durable` also fsyncs locally (commit markers): a marker must never survive a
-    crash that its parts did not."""
-    fs, path = storage.filesystem(uri)
-    if storage.is_remote(uri):
-        fs.pipe_file(path, bytes(data))
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def commit_source(output: str, result: SourceResult) -> None:
     """Mark a source done; its parts must already be written."""
     put_bytes(done_uri(output, result.key), result.to_json().encode(), durable=True)
@@ -133,40 +126,46 @@ def _gather(table: pa.Table, indices: pa.Array) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
-def _write_shard(output: str, index: int, chunk: pa.Table, compression: str) -> dict[str, Any]:
+def _write_shard(
+    output: str, folder: str, index: int, chunk: pa.Table, compression: str
+) -> dict[str, Any]:
     sink = pa.BufferOutputStream()
     write_parquet(chunk, sink, compression)
     data = sink.getvalue()  # pa.Buffer: no copy
-    relative = f"{SHARDS_DIR}/shard-{index:05d}.parquet"
+    relative = f"{folder}/shard-{index:05d}.parquet"
     put_bytes(storage.join(output, relative), data)
     return {"path": relative, "rows": chunk.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _write_shards(
-    output: str, table: pa.Table, order: pa.Array, config: CurationConfig
+    output: str, table: pa.Table, order: pa.Array, config: CurationConfig, version: str
 ) -> list[dict[str, Any]]:
+    """The shards of `version` in their own folder; nothing a published manifest lists changes."""
     size, compression = config.rows_per_shard, config.shard_compression
+    folder = f"{SHARDS_DIR}/{version}"
 
     def write(index: int, start: int) -> dict[str, Any]:
-        return _write_shard(output, index, _gather(table, order.slice(start, size)), compression)
+        chunk = _gather(table, order.slice(start, size))
+        return _write_shard(output, folder, index, chunk, compression)
 
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:  # pyarrow and hashlib release the GIL
         futures = [
             pool.submit(write, index, start)
             for index, start in enumerate(range(0, table.num_rows, size))
         ]
-        shards = [future.result() for future in futures]
-    _remove_stale_shards(output, {shard["path"] for shard in shards})
-    return shards
+        return [future.result() for future in futures]
 
 
-def _remove_stale_shards(output: str, keep: set[str]) -> None:
+def _remove_other_versions(output: str, version: str) -> None:
+    """After the manifest swap: shards of earlier versions (and of the older flat layout)."""
     fs, folder = storage.filesystem(storage.join(output, SHARDS_DIR))
+    if storage.is_remote(output):
+        fs.invalidate_cache()
     if not fs.isdir(folder):
         return
     for path in fs.ls(folder, detail=False):
-        if f"{SHARDS_DIR}/{posixpath.basename(path)}" not in keep:
-            fs.rm(path)
+        if posixpath.basename(path.rstrip("/")) != version:
+            fs.rm(path, recursive=True)
 
 
 def rejected_table(missing: Iterable[MissingInput], results: Iterable[SourceResult]) -> pa.Table:
@@ -201,20 +200,21 @@ def assemble_dataset(
     clip_ids = table["clip_id"].take(order).to_pylist()
     if len(clip_ids) != len(set(clip_ids)):
         raise RuntimeError("duplicate clip ids in the committed parts; staging area is corrupt")
-    shards = _write_shards(output, table, order, config)
+    inputs = [f"{s.source}\n{s.fingerprint}" for s in sources] + [
+        f"{m.source}\nmissing" for m in missing
+    ]
+    version = dataset_version(config, clip_ids, inputs)
+    shards = _write_shards(output, table, order, config, version)
     rejected = rejected_table(missing, ordered)
     buffer = io.BytesIO()
     pq.write_table(rejected, buffer)
     put_bytes(storage.join(output, REJECTED), buffer.getvalue())
-    inputs = [f"{s.source}\n{s.fingerprint}" for s in sources] + [
-        f"{m.source}\nmissing" for m in missing
-    ]
     dropped = {
         reason: sum(r.dropped.get(reason, 0) for r in ordered) for reason in ("blank", "frozen")
     }
     manifest = {
         "format": FORMAT,
-        "version": dataset_version(config, clip_ids, inputs),
+        "version": version,
         "config": config.to_dict(output_only=True),
         "clip": {
             "layout": "THWC",
@@ -236,5 +236,6 @@ def assemble_dataset(
     put_bytes(
         storage.join(output, MANIFEST),
         (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
-    )
+    )  # the swap: readers see the old version whole until here, the new one whole after it
+    _remove_other_versions(output, version)
     return manifest

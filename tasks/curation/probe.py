@@ -18,6 +18,7 @@ from typing import Any
 
 from tasks import storage
 from tasks.curation.config import CurationConfig
+from tasks.curation.sources import local_path
 
 PRESIGN_SECONDS = 6 * 3600
 IMAGE_CODECS = {"png", "bmp", "gif", "webp", "tiff", "jpegls", "pgm", "ppm", "qoi"}
@@ -67,7 +68,7 @@ def media_url(source: str, expires: int = PRESIGN_SECONDS) -> str:
     and is valid on whichever node runs the task.
     """
     if not storage.is_remote(source):
-        return source
+        return local_path(source)
     fs, path = storage.filesystem(source)
     return str(fs.sign(path, expiration=expires))
 
@@ -75,7 +76,7 @@ def media_url(source: str, expires: int = PRESIGN_SECONDS) -> str:
 def _samples(source: str) -> tuple[bytes, bool]:
     """The file's first bytes, and whether its start, middle and end are all zero bytes
     (a preallocated, wiped or never-written file; a sparse one costs three small reads)."""
-    fs, path = storage.filesystem(source)
+    fs, path = storage.filesystem(source if storage.is_remote(source) else local_path(source))
     with fs.open(path, "rb") as handle:
         head = handle.read(SNIFF_BYTES)
         zeros = not head.strip(b"\0")

@@ -5,6 +5,13 @@ extensions only), or a glob. Inputs that match nothing become `MissingInput`s,
 which end up as rows of `rejected.parquet` (stage `input`) rather than errors.
 Each source carries a fingerprint (size plus mtime or ETag) so a changed file
 gets a new resume key and a new dataset version.
+
+Local folders are walked following symbolic links (each real folder once), as a
+link given directly is followed; a broken link is a `MissingInput`. A path that
+exists is never read as a glob, whatever characters it holds. A local name that
+is not valid UTF-8 (old archives) becomes a `file://` URI with its bytes
+percent-escaped, so it can be written to parquet and JSON; `local_path` gives
+the name back for opening.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 from tasks import storage
 
@@ -51,31 +59,89 @@ def discover_sources(
     found: dict[str, SourceItem] = {}
     missing: list[MissingInput] = []
     for uri in inputs:
-        items, problem = _expand(uri, suffixes)
-        if problem:
-            missing.append(MissingInput(uri, problem))
+        items, problems = _expand(uri, suffixes)
+        missing.extend(problems)
         for item in items:
             found.setdefault(item.source, item)
     return sorted(found.values(), key=lambda item: item.source), missing
 
 
-def _expand(uri: str, suffixes: tuple[str, ...]) -> tuple[list[SourceItem], str]:
+def _expand(uri: str, suffixes: tuple[str, ...]) -> tuple[list[SourceItem], list[MissingInput]]:
     if not storage.is_remote(uri):
         uri = os.path.abspath(uri.removeprefix("file://"))
+        if os.path.isdir(uri):
+            return _from_local_folder(uri, suffixes)
     try:
         fs, path = storage.filesystem(uri)
         if storage.is_remote(uri):
             fs.invalidate_cache()  # listings are cached per process; inputs may have changed
-        if any(char in path for char in GLOB_CHARS):
-            return _from_glob(fs, uri, path)
+        if fs.isfile(path):  # before the glob test: `clip [1].mp4` is a file, not a pattern
+            return [_item(fs, path, fs.info(path))], []
         if fs.isdir(path):
-            return _from_folder(fs, path, suffixes)
-        if fs.isfile(path):
-            return [_item(fs, path, fs.info(path))], ""
+            items, problem = _from_folder(fs, path, suffixes)
+        elif any(char in path for char in GLOB_CHARS):
+            items, problem = _from_glob(fs, uri, path)
+        else:
+            kind = "S3 object or prefix" if storage.is_remote(uri) else "file or folder"
+            items, problem = [], f"no such {kind}"
     except (OSError, ValueError) as error:  # permissions, bad bucket names, endpoint down
-        return [], f"cannot list input: {type(error).__name__}: {error}"
-    kind = "S3 object or prefix" if storage.is_remote(uri) else "file or folder"
-    return [], f"no such {kind}"
+        items, problem = [], f"cannot list input: {type(error).__name__}: {error}"
+    return items, [MissingInput(display(uri), problem)] if problem else []
+
+
+def _from_local_folder(
+    root: str, suffixes: tuple[str, ...]
+) -> tuple[list[SourceItem], list[MissingInput]]:
+    """Video files under `root`, through symbolic links to files and folders (each real folder
+    walked once, so a link loop ends); broken links are reported, not skipped."""
+    items: list[SourceItem] = []
+    broken: list[MissingInput] = []
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        for name in sorted(names):
+            if not name.lower().endswith(suffixes):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)  # follows the link
+            except OSError:
+                target = os.readlink(path) if os.path.islink(path) else "?"
+                broken.append(MissingInput(display(path), f"broken symbolic link (to {target})"))
+                continue
+            items.append(_local_item(path, stat))
+    if not items and not broken:
+        problem = f"no video files ({', '.join(suffixes[:4])}, ...) under this folder"
+        broken.append(MissingInput(display(root), problem))
+    return items, broken
+
+
+def _local_item(path: str, stat: os.stat_result) -> SourceItem:
+    return SourceItem(display(path), stat.st_size, f"{stat.st_size}-{stat.st_mtime}")
+
+
+def display(path: str) -> str:
+    """`path` as a source string that is valid UTF-8: itself, or when the name is not valid
+    UTF-8 a `file://` URI of its percent-escaped bytes (`local_path` undoes it)."""
+    if storage.is_remote(path):
+        return path
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogate escapes
+        return "file://" + quote(os.fsencode(path), safe="/")
+    return path
+
+
+def local_path(source: str) -> str:
+    """The name to open for a source: `display`'s escaped form back to the file's real name."""
+    if source.startswith("file://"):
+        return os.fsdecode(unquote_to_bytes(source.removeprefix("file://")))
+    return source
 
 
 def _from_glob(fs: Any, uri: str, path: str) -> tuple[list[SourceItem], str]:
@@ -103,4 +169,5 @@ def _from_folder(fs: Any, path: str, suffixes: tuple[str, ...]) -> tuple[list[So
 def _item(fs: Any, path: str, info: dict[str, Any]) -> SourceItem:
     size = int(info.get("size") or 0)
     tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
-    return SourceItem(storage.unstrip(fs, path), size, f"{size}-{str(tag).strip(chr(34))}")
+    source = display(storage.unstrip(fs, path))
+    return SourceItem(source, size, f"{size}-{str(tag).strip(chr(34))}")

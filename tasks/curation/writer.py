@@ -12,7 +12,8 @@ shape `(T, H, W, C)` (RGB), recorded per row in `shape`.
 
 from __future__ import annotations
 
-import posixpath
+import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -98,12 +99,33 @@ def write_parquet(table: pa.Table, sink: Any, compression: str) -> None:
     )
 
 
-def write_part(table: pa.Table, uri: str) -> None:
-    """Write `table` as an uncompressed Arrow IPC file to a local path or `s3://` URI."""
+def put_bytes(uri: str, data: bytes | pa.Buffer, durable: bool = False) -> None:
+    """Write `data` at `uri` atomically: temp file + rename locally, one PUT on S3 (an object
+    appears whole or not at all), so a killed writer never leaves a torn file behind.
+
+    `durable` also fsyncs locally (commit markers): a marker must never survive a
+    crash that its parts did not."""
     fs, path = storage.filesystem(uri)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "wb") as handle, pa.ipc.new_file(handle, table.schema) as writer:
+    if storage.is_remote(uri):
+        fs.pipe_file(path, bytes(data))
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def write_part(table: pa.Table, uri: str) -> None:
+    """Write `table` as an uncompressed Arrow IPC file to a local path or `s3://` URI, atomically
+    (a part is whole or absent: a retried or concurrent writer never reads a torn one)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+    put_bytes(uri, sink.getvalue())
 
 
 def read_part(uri: str) -> pa.Table:

@@ -15,7 +15,7 @@ from tasks.curation.config import CurationConfig
 def _clips(uri: str) -> dict[tuple[str, float], bytes]:
     """(file name, start second) -> clip bytes, over every shard of the dataset at `uri`."""
     fs, root = storage.filesystem(uri)
-    shards = sorted(fs.glob(f"{root}/shards/*.parquet"))
+    shards = sorted(fs.glob(f"{root}/shards/*/*.parquet"))
     tables = []
     for path in shards:
         with fs.open(path, "rb") as handle:

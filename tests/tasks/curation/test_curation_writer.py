@@ -88,9 +88,9 @@ def test_commit_and_assembly_are_deterministic(tmp_path: Path) -> None:
     manifest = assemble_dataset(str(tmp_path), CONFIG, sources, missing, results)
     assert manifest["counts"]["num_clips"] == 5 and manifest["counts"]["num_rejected"] == 2
     assert [shard["rows"] for shard in manifest["shards"]] == [2, 2, 1]
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
-        f"shard-0000{i}.parquet" for i in range(3)
-    ]
+    folder = tmp_path / "shards" / manifest["version"]  # the stale flat shard is gone
+    assert [p.name for p in (tmp_path / "shards").iterdir()] == [manifest["version"]]
+    assert sorted(p.name for p in folder.iterdir()) == [f"shard-0000{i}.parquet" for i in range(3)]
     ids = [
         i
         for s in manifest["shards"]
