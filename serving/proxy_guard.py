@@ -31,6 +31,8 @@ UNAVAILABLE_DETAIL = "the service is restarting; retry"
 CALLBACK_VARIABLE = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 MAX_HEADER_VARIABLE = "VJEPA_SERVE_MAX_HEADER_BYTES"
 HEADER_TIMEOUT_VARIABLE = "VJEPA_SERVE_HEADER_TIMEOUT_S"
+READY_TIMEOUT_VARIABLE = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_READY_TIMEOUT_S = 30.0
 
 
 def _raw_response(status: int, reason: str, detail: str) -> bytes:
@@ -199,7 +201,13 @@ def proxy_environment(limits: Limits) -> dict[str, str]:
 
 def controller_options(config: ServingConfig) -> dict[str, Any]:
     """Serve's `controller_options`: the proxies it starts inherit the controller's variables."""
-    return {"runtime_env": {"env_vars": proxy_environment(config.limits)}}
+    variables = {
+        **proxy_environment(config.limits),
+        # a proxy in a fresh worker (its own runtime env) may need more than Serve's 5 s to
+        # answer the readiness check on a busy node; after three misses Serve kills it
+        READY_TIMEOUT_VARIABLE: str(PROXY_READY_TIMEOUT_S),
+    }
+    return {"runtime_env": {"env_vars": variables}}
 
 
 def logging_config(config: ServingConfig) -> dict[str, Any]:
