@@ -1,9 +1,10 @@
 """Synthetic but real sample videos: moving shapes encoded by ffmpeg, with a labels table.
 
 Each video shows one coloured shape sliding across a textured background in one
-of four directions. The labels (direction, shape, colour) are what the probes of
-the training issue learn and are scored on: direction needs motion, shape and
-colour need only one frame. Containers, codecs, frame rates and resolutions vary
+of four directions, speeding up from rest or slowing down to rest. The labels
+(direction, shape, colour, speed) are what the probes of the training issue learn
+and are scored on: direction and speed need motion, shape and colour need only one
+frame. `qa.parquet` asks questions about the same facts (`tasks.vqa.qa`). Containers, codecs, frame rates and resolutions vary
 on purpose (several are not multiples of 16) so curation sees realistic input.
 """
 
@@ -22,6 +23,7 @@ from tasks import storage
 from tasks.runtime import local_uri
 
 DIRECTIONS = ("left", "right", "up", "down")
+SPEEDS = ("speeds up", "slows down")  # from rest to twice the mean speed, or back to rest
 SHAPES = ("disc", "square", "triangle")
 COLOURS = {
     "red": (220, 40, 40),
@@ -54,6 +56,7 @@ class VideoSpec:
     height: int
     seconds: float
     seed: int
+    speed: str = SPEEDS[0]
 
     @property
     def num_frames(self) -> int:
@@ -79,6 +82,8 @@ def make_specs(count: int, seed: int = 0, seconds: float = 6.0) -> list[VideoSpe
                 height=height,
                 seconds=seconds,
                 seed=int(rng.integers(2**31)),
+                # from the index, not the generator: the other draws stay as they were
+                speed=SPEEDS[(index // len(DIRECTIONS)) % len(SPEEDS)],
             )
         )
     return specs
@@ -114,9 +119,9 @@ def render_frames(spec: VideoSpec) -> np.ndarray:
     frames = np.empty((spec.num_frames, height, width, 3), dtype=np.uint8)
     offsets = np.arange(-radius, radius + 1)
     for index in range(spec.num_frames):
-        seconds = index / spec.fps
-        centre_x = int(start_x + dx * speed * seconds) % width
-        centre_y = int(start_y + dy * speed * seconds) % height
+        travelled = distance(spec, index / spec.fps, speed)
+        centre_x = int(start_x + dx * travelled) % width
+        centre_y = int(start_y + dy * travelled) % height
         frame = background.copy()
         rows = (centre_y + offsets) % height
         cols = (centre_x + offsets) % width
@@ -125,6 +130,15 @@ def render_frames(spec: VideoSpec) -> np.ndarray:
         frame[np.ix_(rows, cols)] = patch
         frames[index] = frame
     return frames
+
+
+def distance(spec: VideoSpec, seconds: float, mean_speed: float) -> float:
+    """Pixels travelled after `seconds`: the speed changes linearly between 0 and twice
+    `mean_speed` over the video (up for `speeds up`, down for `slows down`)."""
+    fraction = min(seconds / spec.seconds, 1.0)
+    if spec.speed == SPEEDS[0]:
+        return mean_speed * spec.seconds * fraction**2
+    return mean_speed * spec.seconds * (2 * fraction - fraction**2)
 
 
 def encode_video(frames: np.ndarray, fps: int, path: Path, encoder_args: tuple[str, ...]) -> None:
@@ -163,6 +177,7 @@ def labels_table(specs: list[VideoSpec], output: str) -> pa.Table:
             "label": DIRECTIONS.index(spec.direction),
             "shape": spec.shape,
             "colour": spec.colour,
+            "speed": spec.speed,
             "fps": spec.fps,
             "width": spec.width,
             "height": spec.height,
@@ -181,7 +196,7 @@ def write_sample_videos(
     with_defects: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[str]:
-    """Render, encode and write `count` videos (+ `labels.parquet`) under `output` (local or s3://).
+    """Render, encode and write `count` videos (+ `labels.parquet`, `qa.parquet`) under `output`.
 
     Returns the URIs of the written videos (defects, when asked for, come last
     and have no label).
@@ -206,7 +221,11 @@ def write_sample_videos(
         for path in local_files:
             fs.put_file(str(path), storage.join(root, path.name))
             written.append(storage.join(output, path.name))
-        labels_path = folder / LABELS_FILE
-        pq.write_table(labels_table(specs, output), labels_path)
-        fs.put_file(str(labels_path), storage.join(root, LABELS_FILE))
+        from tasks.vqa.qa import QA_FILE, sample_qa_table
+
+        labels = labels_table(specs, output)
+        pq.write_table(labels, folder / LABELS_FILE)
+        pq.write_table(sample_qa_table(labels, seed=seed), folder / QA_FILE)
+        for name in (LABELS_FILE, QA_FILE):
+            fs.put_file(str(folder / name), storage.join(root, name))
     return written

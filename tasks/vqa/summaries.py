@@ -1,0 +1,48 @@
+"""Typed results of the VQA jobs: what `run_align` and `evaluate_vqa` return."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tasks.training.summaries import JobSummary
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignSummary(JobSummary):
+    """`vjepa align`: the trained model folder (`model`), its losses and what trained."""
+
+    model: str
+    steps: int
+    first_loss: float | None
+    final_loss: float | None
+    loss_curve: str | None
+    projector: str
+    lm_weights: str
+    blind: bool
+    train_examples: int
+    train_clips: int
+    visual_tokens: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class VQAEvalSummary(JobSummary):
+    """`vjepa eval-vqa`: normalised exact match on the held-out videos, with baselines."""
+
+    model: str
+    accuracy: float
+    majority_accuracy: float
+    per_type: dict[str, float]
+    majority_per_type: dict[str, float]
+    majority_answers: dict[str, str]
+    questions_per_type: dict[str, int]
+    num_questions: int
+    heldout_phrasing_accuracy: float | None
+    # type -> true answer -> predicted answer -> count, for types with a closed answer set
+    confusion: dict[str, dict[str, dict[str, int]]]
+    blind: bool
+    seconds: float
+
+    @classmethod
+    def job_name(cls) -> str:
+        return "eval-vqa"
