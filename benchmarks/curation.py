@@ -8,8 +8,16 @@ filter on ffmpeg's input header, decode to rgb24 clips, quality, part writer) +
 shard assembly, i.e. everything `vjepa curate` does except starting Ray and
 Prefect. Ray is started once with `--parallel` CPUs and warmed up on one file
 before timing. Each side runs `--repeats` times, interleaved, and the best time
-counts (the machine is shared). Headline `ratio` = pipeline frames/s / baseline
-frames/s.
+counts (the machine is shared).
+
+Peer: `video2dataset` 1.3.0 (PyPI) on the same files in the same run, configured for the same
+frame rate, resize and crop: its subsampler stages as its `SubsetWorker` chains them
+(`benchmarks/peer_video2dataset.py`, run in the peer's own venv `.venv-peer`, made by
+`benchmarks/setup_peer.sh`), `--parallel` worker processes. Its frames are the frames of the
+mp4s it writes.
+
+Headline `ratio` = pipeline frames/s / peer frames/s (goal >= 2); `ratio_raw` = pipeline
+frames/s / baseline frames/s (goal >= 0.7).
 
 CPU efficiency = baseline CPU s / pipeline CPU s, less sensitive to load than
 wall time: the baseline counts its ffmpeg processes only, the pipeline this
@@ -38,6 +46,9 @@ from tasks.curation.decode import ffmpeg_command
 from tasks.curation.pipeline import plan_curation, run_pending
 
 SIZES = ("1280x720", "960x540", "854x480")
+ROOT = Path(__file__).resolve().parents[1]
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
+PEER_SCRIPT = ROOT / "benchmarks" / "peer_video2dataset.py"
 TASK_WORKERS = ("ray::IDLE", "ray::Map")  # process names of Ray workers (idle, running a map task)
 
 
@@ -134,6 +145,22 @@ def run_baseline(paths: list[Path], config: CurationConfig, parallel: int) -> Ru
     return Run(time.perf_counter() - started, frames, children_cpu() - cpu)
 
 
+def run_peer(paths: list[Path], config: CurationConfig, parallel: int, output: Path) -> Run:
+    """video2dataset's stages in its own venv; seconds as the peer times its pool, CPU = the
+    peer process and everything under it (its workers and their ffmpegs, all reaped)."""
+    shutil.rmtree(output, ignore_errors=True)
+    command = [
+        str(PEER_PYTHON), str(PEER_SCRIPT), "--output", str(output), "--fps", str(config.fps),
+        "--size", str(config.size), "--parallel", str(parallel), *map(str, paths),
+    ]  # fmt: skip
+    cpu = children_cpu()
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    if figures["errors"]:
+        raise RuntimeError(f"the peer failed on some videos: {figures['errors'][:3]}")
+    return Run(figures["seconds"], figures["frames"], children_cpu() - cpu)
+
+
 def run_pipeline(paths: list[Path], config: CurationConfig, output: Path) -> Run:
     """Plan, Ray Data stages and assembly; CPU = this process and every descendant (Ray)."""
     shutil.rmtree(output, ignore_errors=True)
@@ -164,6 +191,8 @@ def main() -> None:
         "--workdir", default=str(Path(tempfile.gettempdir()) / "vjepa-bench-curation")
     )
     args = parser.parse_args()
+    if not PEER_PYTHON.exists():
+        raise SystemExit(f"the peer is not installed: run benchmarks/setup_peer.sh ({PEER_PYTHON})")
 
     import ray
 
@@ -177,18 +206,26 @@ def main() -> None:
     run_pipeline(paths[:1], config, workdir / "warmup")  # start the Ray workers, import modules
     baseline: list[Run] = []
     pipeline: list[Run] = []
+    peer: list[Run] = []
     for _ in range(args.repeats):
         baseline.append(run_baseline(paths, config, args.parallel))
         pipeline.append(run_pipeline(paths, config, workdir / "curated"))
-    report(args, config, baseline, pipeline)
+        peer.append(run_peer(paths, config, args.parallel, workdir / "peer"))
+    report(args, config, baseline, pipeline, peer)
 
 
 def report(
-    args: argparse.Namespace, config: CurationConfig, baseline: list[Run], pipeline: list[Run]
+    args: argparse.Namespace,
+    config: CurationConfig,
+    baseline: list[Run],
+    pipeline: list[Run],
+    peer: list[Run],
 ) -> None:
     best_base = min(baseline, key=lambda run: run.seconds)
     best_pipe = min(pipeline, key=lambda run: run.seconds)
+    best_peer = min(peer, key=lambda run: run.seconds)
     base_fps, pipe_fps = best_base.frames / best_base.seconds, best_pipe.frames / best_pipe.seconds
+    peer_fps, peer_cpu = best_peer.frames / best_peer.seconds, min(r.cpu_s for r in peer)
     base_cpu, pipe_cpu = min(r.cpu_s for r in baseline), min(r.cpu_s for r in pipeline)
     lean = min(pipeline, key=lambda run: run.cpu_s)
     print(
@@ -204,6 +241,7 @@ def report(
     for name, run, fps, cpu in (
         ("ffmpeg -> -f null (raw limit)", best_base, base_fps, base_cpu),
         ("vjepa curate pipeline (Ray Data)", best_pipe, pipe_fps, pipe_cpu),
+        ("video2dataset 1.3.0 subsamplers", best_peer, peer_fps, peer_cpu),
     ):
         print(f"{name:<34}{run.seconds:>9.2f}{run.frames:>8}{fps:>10.1f}{cpu:>8.1f}")
     phases = ", ".join(f"{name} {value:.2f} s" for name, value in best_pipe.phases.items())
@@ -213,6 +251,7 @@ def report(
     print(
         f"ratio pipeline / raw limit: {pipe_fps / base_fps:.3f} frames/s (target >= 0.7); CPU efficiency {base_cpu / pipe_cpu:.3f}"
     )
+    print(f"ratio pipeline / video2dataset: {pipe_fps / peer_fps:.3f} frames/s (target >= 2)")
     figures: dict[str, Any] = {
         "videos": args.videos,
         "parallel": args.parallel,
@@ -229,8 +268,15 @@ def report(
         "baseline_runs_s": [round(r.seconds, 3) for r in baseline],
         "pipeline_runs_s": [round(r.seconds, 3) for r in pipeline],
         "cpu_efficiency": round(base_cpu / pipe_cpu, 4),
+        "peer": "video2dataset 1.3.0",
+        "peer_seconds": round(best_peer.seconds, 3),
+        "peer_frames": best_peer.frames,
+        "peer_fps": round(peer_fps, 2),
+        "peer_cpu_s": round(peer_cpu, 2),
+        "peer_runs_s": [round(r.seconds, 3) for r in peer],
         "load_average": round(os.getloadavg()[0], 2),
-        "ratio": round(pipe_fps / base_fps, 4),
+        "ratio_raw": round(pipe_fps / base_fps, 4),
+        "ratio": round(pipe_fps / peer_fps, 4),
     }
     print(json.dumps(figures))
 
