@@ -7,7 +7,6 @@ one publishes a markdown summary artifact (`collect-summary`).
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -53,31 +52,10 @@ def publish_summary(summary: CollectSummary) -> str:
 
 
 @flow(name="collect")
-def collect_flow(
-    env: str,
-    episodes: int,
-    output: str,
-    policy: str = "random",
-    steps_per_episode: int = 50,
-    fps: int = 10,
-    seed: int = 0,
-    task_description: str | None = None,
-    overwrite: bool = False,
-    env_kwargs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Record `episodes` rollouts of `policy` in `env` to `output`; returns the summary."""
-    config = CollectConfig(
-        env=env,
-        episodes=episodes,
-        output=output,
-        policy=policy,
-        steps_per_episode=steps_per_episode,
-        fps=fps,
-        seed=seed,
-        task=task_description,
-        overwrite=overwrite,
-        env_kwargs=dict(env_kwargs or {}),
-    )
+def collect_flow(config: CollectConfig) -> CollectSummary:
+    """Record `config.episodes` rollouts of its policy in its env; returns the summary.
+
+    The defaults live in `CollectConfig` alone (the CLI and the demo build one)."""
     summary = collect_episodes(config)
     publish_summary(summary)
-    return summary.as_dict()
+    return summary

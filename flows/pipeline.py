@@ -30,6 +30,7 @@ from flows.probe import probe_flow, probe_job, publish_probe
 from flows.report import DemoStages, write_report
 from tasks import storage
 from tasks.planning.evaluate import EvalConfig
+from tasks.robot.collect import CollectConfig
 from tasks.runtime import ensure_ray
 from tasks.training.launch import ScaleConfig, cluster_cpus
 from tasks.training.posttrain_inputs import PosttrainConfig
@@ -163,13 +164,14 @@ def _posttrain(config: DemoConfig, encoder: str, scale: ScaleConfig) -> Posttrai
     """Collect the robot episodes (unless a previous run did), then post-train on them."""
     trajectories = config.path("trajectories")
     if not trajectories_exist(trajectories):
-        collect_flow(
+        collect = CollectConfig(
             config.env,
             config.episodes,
             trajectories,
             steps_per_episode=config.steps_per_episode,
             seed=config.seed,
         )
+        collect_flow(collect)
     posttrain = PosttrainConfig(
         encoder=encoder,
         trajectories=trajectories,

@@ -16,10 +16,12 @@ import torch
 from ray import serve
 
 from serving.bundles import fetch_world_model
-from serving.config import ServingConfig
+from serving.config import Batching, ServingConfig
 from serving.fleet import FleetPlanner
 from serving.merging import BatchMerger
 from serving.schemas import ModelInfo, PlanRequest, PlanResult
+
+DEFAULT_BATCHING = Batching()
 
 Job = tuple[PlanRequest, float]  # the request and when it reached the replica (perf_counter)
 
@@ -63,8 +65,13 @@ class Planner:
         """Plan for one robot; joins whatever batch is forming."""
         return await self._plan_batch((request, time.perf_counter()))
 
-    # several formed batches may wait at once: the merger runs them together
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, max_concurrent_batches=16)
+    # several formed batches may wait at once: the merger runs them together; the size and wait
+    # are `Batching`'s defaults here and the replica's own settings after `configure_batch`
+    @serve.batch(
+        max_batch_size=DEFAULT_BATCHING.max_batch_size,
+        batch_wait_timeout_s=DEFAULT_BATCHING.wait_timeout_s,
+        max_concurrent_batches=16,
+    )
     async def _plan_batch(self, jobs: list[Job]) -> list[PlanResult]:
         return await self.merger.submit(jobs)
 

@@ -77,18 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.collect import collect_flow
 
     try:
-        summary = collect_flow(
-            env=config.env,
-            episodes=config.episodes,
-            output=config.output,
-            policy=config.policy,
-            steps_per_episode=config.steps_per_episode,
-            fps=config.fps,
-            seed=config.seed,
-            task_description=config.task,
-            overwrite=config.overwrite,
-            env_kwargs=config.env_kwargs,
-        )
+        summary = collect_flow(config).as_dict()
     except (VideoError, ValueError) as error:  # mid-run: an encoder failure or an odd episode
         return fail(str(error), code=1)
     print(

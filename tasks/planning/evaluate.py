@@ -60,7 +60,7 @@ class EvalConfig:
     episodes: int = 10
     tolerance: float = 0.1
     max_steps: int = 20
-    goal_steps: int = 10
+    goal_steps: int = 40  # `vjepa eval-planning --goal-steps` and the demo use this value
     seed: int = 0
     action_repeat: int | None = None  # None: env fps / model control fps (1 if unknown)
     env_kwargs: dict[str, Any] = field(default_factory=dict)

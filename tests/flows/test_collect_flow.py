@@ -9,6 +9,7 @@ import pytest
 
 from flows.cli import main
 from flows.collect import ARTIFACT_KEY, collect_flow
+from tasks.robot.collect import CollectConfig
 from tasks.robot.lerobot import LeRobotReader
 
 
@@ -17,15 +18,16 @@ def test_flow_records_dataset_and_summary_artifact(prefect_harness: None, tmp_pa
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     output = str(tmp_path / "flow")
-    summary = collect_flow(
+    config = CollectConfig(
         env="vjepa/PointReach-v0",
         episodes=2,
         output=output,
         steps_per_episode=6,
         env_kwargs={"width": 32, "height": 32},
-        task_description="reach the goal",
+        task="reach the goal",
     )
-    assert (summary["episodes"], summary["frames"], summary["image_width"]) == (2, 12, 32)
+    summary = collect_flow(config)
+    assert (summary.episodes, summary.frames, summary.image_width) == (2, 12, 32)
     reader = LeRobotReader(output)
     assert reader.read_episode(1).frames.shape == (6, 32, 32, 3)
     assert reader.read_episode(1).task == "reach the goal"
