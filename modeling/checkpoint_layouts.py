@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor
 
-from modeling.checkpoints import (
+from modeling.state_dicts import (
     CheckpointError,
     StateDict,
     fuse_qkv,
