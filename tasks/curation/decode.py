@@ -276,9 +276,12 @@ class DecodeStage:
         if returncode != 0 and (self.config.strict_decode or count == 0):
             where = f"after {count} clips" if count else "before the first clip"
             raise Rejection("decode", f"ffmpeg failed {where}: {explain_stderr(message)}")
-        if count == 0 and spare <= 1:  # long enough by its header, yet one picture
+        if count == 0 and spare <= 1:  # long enough by its header, yet at most one picture
+            # (ffmpeg's fps filter may emit nothing for a lone frame whose duration is unknown)
             raise Rejection(
-                "decode", "a single-frame video stream (a still picture), not a moving picture"
+                "decode",
+                "a single-frame video stream (at most one frame decodes): a still picture, "
+                "not a moving picture",
             )
         if count == 0:
             raise Rejection(

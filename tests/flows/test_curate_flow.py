@@ -111,6 +111,26 @@ def test_cli_exit_codes(
     assert pq.read_table(tmp_path / "none" / "rejected.parquet").num_rows == 4
 
 
+@pytest.mark.ray
+def test_second_run_on_a_locked_output_is_refused(
+    ray_cluster: None,
+    prefect_harness: None,
+    sample_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two runs on one output used to both report success with different versions."""
+    from tasks.curation.lock import OutputLock
+
+    output = tmp_path / "out"
+    with OutputLock(str(output)):  # the first run, still writing
+        code = main(["curate", "--input", str(sample_folder), "--output", str(output), *ARGS])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "another curation run is writing" in captured.err
+    assert not (output / "manifest.json").exists() and "[curate]" not in captured.err
+
+
 @pytest.mark.slow
 def test_cli_process_starts_its_own_ray_and_prefect(sample_folder: Path, tmp_path: Path) -> None:
     """No Ray running and no Prefect server configured: the CLI starts both and still succeeds."""

@@ -84,7 +84,8 @@ def test_single_frame_stream_is_a_still_picture(root: Path) -> None:
     _, stage, reason, _ = decode(path)
     assert (stage, reason) == (
         "decode",
-        "a single-frame video stream (a still picture), not a moving picture",
+        "a single-frame video stream (at most one frame decodes): a still picture, "
+        "not a moving picture",
     )
 
 
