@@ -90,6 +90,30 @@ def ac_tiny(**overrides: Any) -> ACPredictorConfig:
     return replace(base, **{"rope_grid_size": overrides.get("grid_height", 4), **overrides})
 
 
+def ac_small(**overrides: Any) -> ACPredictorConfig:
+    """4 blocks of width 192: a GPU-sized step up from `ac_tiny`."""
+    return ac_tiny(**{"width": 192, "depth": 4, "num_heads": 4, "mlp_hidden": 768, **overrides})
+
+
+def ac_paper(**overrides: Any) -> ACPredictorConfig:
+    """The paper's predictor trunk (24 blocks of width 1024), on any encoder width and grid."""
+    sizes = {"width": 1024, "depth": 24, "num_heads": 16, "mlp_hidden": 4096}
+    return ac_tiny(**{**sizes, **overrides})
+
+
+AC_PRESETS = {"tiny": ac_tiny, "small": ac_small, "paper": ac_paper}
+
+
+def ac_preset(name: str, **overrides: Any) -> ACPredictorConfig:
+    """The AC predictor preset called `name` (tiny, small, paper) with `overrides` applied."""
+    try:
+        return AC_PRESETS[name](**overrides)
+    except KeyError:
+        raise ValueError(
+            f"unknown AC predictor preset {name!r}; choose from {sorted(AC_PRESETS)}"
+        ) from None
+
+
 def additive_state_update(state: Tensor, action: Tensor) -> Tensor:
     """Next state for delta actions: `state + action` on the shared leading dims."""
     width = min(state.shape[-1], action.shape[-1])

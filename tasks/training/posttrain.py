@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modeling.ac_predictor import ACPredictor, ACPredictorConfig, ac_losses, ac_tiny
+from modeling.ac_predictor import ACPredictor, ACPredictorConfig, ac_losses, ac_preset
 from modeling.checkpoints import load_encoder
 from modeling.jepa import learning_rate, parameter_groups
 from modeling.normalization import Normalizer
@@ -62,18 +62,13 @@ def predictor_config(
     preset: str, embed_dim: int, grid: int, facts: DatasetFacts
 ) -> ACPredictorConfig:
     """The AC predictor for `preset`, sized for the encoder width, frame grid and robot dims."""
-    sizes: dict[str, dict[str, Any]] = {
-        "tiny": {},
-        "small": {"width": 192, "depth": 4, "num_heads": 4, "mlp_hidden": 768},
-        "paper": {"width": 1024, "depth": 24, "num_heads": 16, "mlp_hidden": 4096},
-    }
-    return ac_tiny(
+    return ac_preset(
+        preset,
         embed_dim=embed_dim,
         grid_height=grid,
         grid_width=grid,
         action_dim=facts.action_dim,
         state_dim=facts.state_dim,
-        **sizes[preset],
     )
 
 

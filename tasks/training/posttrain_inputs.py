@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from modeling.ac_predictor import AC_PRESETS
 from modeling.jepa import LRSchedule
 from modeling.normalization import Normalizer
 from tasks import storage
@@ -26,7 +27,7 @@ from tasks.planning.dynamics import action_bounds, fit_action_scale, read_state_
 from tasks.robot.layout import ACTION_KEY, STATE_KEY
 from tasks.robot.windows import WindowConfig
 
-PRESETS = ("tiny", "small", "paper")
+PRESETS = tuple(AC_PRESETS)  # names of the AC predictor preset functions
 # CEM settings that plan in well under a second per step on a laptop CPU with the tiny models.
 # Horizon 2 (states rolled by the fitted action_scale) reached PointReach goals more reliably than
 # 1 in the demo's setting: success 0.975 vs 0.9, final distance 0.07 vs 0.11 over 4 seeds.

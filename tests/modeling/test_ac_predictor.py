@@ -365,3 +365,14 @@ def test_residual_predictor_starts_as_identity_and_stays_consistent(tmp_path: Pa
     assert loaded.config.residual
     with torch.no_grad():
         assert torch.equal(loaded(normed, actions, states), model(normed, actions, states))
+
+
+def test_presets_are_functions_with_overrides() -> None:
+    from modeling.ac_predictor import AC_PRESETS, ac_preset
+
+    assert set(AC_PRESETS) == {"tiny", "small", "paper"}
+    small = ac_preset("small", embed_dim=384, action_dim=2)
+    assert (small.width, small.depth, small.embed_dim, small.action_dim) == (192, 4, 384, 2)
+    assert ac_preset("paper").depth == 24 and ac_preset("tiny").width == 64
+    with pytest.raises(ValueError, match="unknown AC predictor preset"):
+        ac_preset("huge")
