@@ -207,14 +207,14 @@ def read_checkpoint(
 def _build(kind: str, config: Mapping[str, Any]) -> nn.Module:
     from modeling.encoder import EncoderConfig, VisionEncoder
     from modeling.predictor import Predictor, PredictorConfig
-    from modeling.probe import AttentiveProbe, ProbeConfig
+    from modeling.probe import AttentiveProbe, AttentiveProbeConfig
 
     try:
         if kind == "encoder":
             return VisionEncoder(EncoderConfig.from_dict(dict(config)))
         if kind == "predictor":
             return Predictor(PredictorConfig.from_dict(dict(config)))
-        return AttentiveProbe(ProbeConfig.from_dict(dict(config)))
+        return AttentiveProbe(AttentiveProbeConfig.from_dict(dict(config)))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"invalid {kind} config {dict(config)}: {error}") from error
 

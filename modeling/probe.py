@@ -25,7 +25,7 @@ from modeling.layers import MLP, Block
 
 
 @dataclass(frozen=True)
-class ProbeConfig(DictConfig):
+class AttentiveProbeConfig(DictConfig):
     """Shape of an attentive probe over `width`-wide encoder tokens."""
 
     width: int = 1024
@@ -44,16 +44,18 @@ class ProbeConfig(DictConfig):
             raise ValueError("num_classes and num_queries must be >= 1, num_blocks >= 0")
 
 
-def tiny(width: int = 192, num_classes: int = 10) -> ProbeConfig:
+def tiny(width: int = 192, num_classes: int = 10) -> AttentiveProbeConfig:
     """Tests and the CPU demo: one self-attention block, 3 heads."""
-    return ProbeConfig(
+    return AttentiveProbeConfig(
         width=width, num_heads=3, num_blocks=1, mlp_hidden=4 * width, num_classes=num_classes
     )
 
 
-def paper(width: int = 1024, num_classes: int = 174) -> ProbeConfig:
+def paper(width: int = 1024, num_classes: int = 174) -> AttentiveProbeConfig:
     """The paper's probe: 16 heads, 3 self-attention blocks + 1 cross-attention block."""
-    return ProbeConfig(width=width, num_heads=16, mlp_hidden=4 * width, num_classes=num_classes)
+    return AttentiveProbeConfig(
+        width=width, num_heads=16, mlp_hidden=4 * width, num_classes=num_classes
+    )
 
 
 class CrossAttention(nn.Module):
@@ -78,7 +80,7 @@ class CrossAttention(nn.Module):
 class CrossAttentionBlock(nn.Module):
     """`q + xattn(q, norm1(x))`, then `q + mlp(norm2(q))`; the queries are not normed."""
 
-    def __init__(self, config: ProbeConfig) -> None:
+    def __init__(self, config: AttentiveProbeConfig) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.xattn = CrossAttention(config.width, config.num_heads, config.qkv_bias)
@@ -93,7 +95,7 @@ class CrossAttentionBlock(nn.Module):
 class AttentivePooler(nn.Module):
     """Self-attention blocks over the tokens, then learned queries cross-attend to them."""
 
-    def __init__(self, config: ProbeConfig) -> None:
+    def __init__(self, config: AttentiveProbeConfig) -> None:
         super().__init__()
         self.query_tokens = nn.Parameter(torch.zeros(1, config.num_queries, config.width))
         nn.init.trunc_normal_(self.query_tokens, std=0.02)
@@ -119,7 +121,7 @@ class AttentivePooler(nn.Module):
 class AttentiveProbe(nn.Module):
     """Pooler + linear head: encoder tokens `(B, N, D)` -> logits `(B, num_classes)`."""
 
-    def __init__(self, config: ProbeConfig) -> None:
+    def __init__(self, config: AttentiveProbeConfig) -> None:
         super().__init__()
         self.config = config
         self.pooler = AttentivePooler(config)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from modeling.config import DictConfig
 from modeling.encoder import VisionEncoder
 from modeling.layers import MLP
-from modeling.probe import CrossAttentionBlock, ProbeConfig
+from modeling.probe import AttentiveProbeConfig, CrossAttentionBlock
 from modeling.vlm_prompts import PromptParts
 
 PROJECTOR_KINDS = ("mlp", "attentive")
@@ -104,7 +104,7 @@ class VisualProjector(nn.Module):
         if config.kind == "mlp":
             self.mlp = MLP(config.encoder_width, config.hidden_width, config.lm_width)
         else:
-            pooler = ProbeConfig(
+            pooler = AttentiveProbeConfig(
                 width=config.encoder_width,
                 num_heads=config.num_heads,
                 num_blocks=0,

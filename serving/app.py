@@ -1,6 +1,6 @@
 """Compose the serving application and write its Serve config file.
 
-`build_app(config)` binds Planner, Embedder and (with `vqa.model`) VQA into the Ingress with
+`build_app(config)` binds PlannerDeployment, Embedder and (with `vqa.model`) VQA into the Ingress with
 their replica settings.
 `app_builder(args)` is the `import_path` target of the Serve config (`serve deploy`, KubeRay
 RayService `serveConfigV2`): it validates `args` as a `ServingConfig`. `serve_config(config)` is
@@ -18,7 +18,7 @@ from ray.serve import Application, Deployment
 from serving.config import ServingConfig
 from serving.embedder import Embedder
 from serving.ingress import Ingress
-from serving.planner import Planner
+from serving.planner import PlannerDeployment
 from serving.proxy_guard import controller_options, logging_config
 from serving.vqa import VQA
 
@@ -61,9 +61,9 @@ def vqa_options(config: ServingConfig) -> dict[str, Any]:
 
 
 def build_app(config: ServingConfig) -> Application:
-    """The application graph: Ingress(planner=Planner, embedder=Embedder[, vqa=VQA])."""
+    """The application graph: Ingress(planner=PlannerDeployment, embedder=Embedder[, vqa=VQA])."""
     config = with_builder_token(config)
-    planner = _deployment(Planner).options(**planner_options(config)).bind(config)
+    planner = _deployment(PlannerDeployment).options(**planner_options(config)).bind(config)
     embedder = _deployment(Embedder).options(**config.embedder.deployment_options()).bind(config)
     ingress = _deployment(Ingress).options(**config.ingress.deployment_options())
     if config.vqa.model is None:

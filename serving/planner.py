@@ -44,7 +44,7 @@ def configure_torch(threads: int | None) -> torch.device:
 
 
 @serve.deployment(name="Planner")
-class Planner:
+class PlannerDeployment:
     """Fleet CEM planning over the configured world models."""
 
     def __init__(self, config: ServingConfig) -> None:

@@ -52,7 +52,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--image-size", type=int, default=None, help="frame size (default: dataset's)"
     )
-    parser.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out")
+    parser.add_argument(
+        "--heldout",
+        "--holdout",  # the old spelling; `vjepa probe` says --heldout too
+        dest="heldout",
+        type=float,
+        default=0.2,
+        help="fraction of episodes held out (default 0.2)",
+    )
     parser.add_argument(
         "--no-residual",
         dest="residual",
@@ -90,7 +97,7 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
             peak_lr=args.lr,
             fps=args.fps,
             image_size=args.image_size,
-            holdout_fraction=args.holdout,
+            holdout_fraction=args.heldout,
             checkpoint_every=args.checkpoint_every,
             seed=args.seed,
             resume=args.resume,

@@ -141,7 +141,7 @@ NO_CONFIG = {
 RENAMED: dict[str, dict[str, str]] = {
     "pretrain": {"lr": "peak_lr", "ema": "ema_momentum"},
     "probe": {"lr": "learning_rates", "heads": "heads_per_lr", "heldout": "heldout_fraction"},
-    "posttrain": {"lr": "peak_lr", "holdout": "holdout_fraction"},
+    "posttrain": {"lr": "peak_lr", "heldout": "holdout_fraction"},
 }
 JSON_FLAGS = {"env_kwargs", "cem"}  # flags given as JSON text
 
