@@ -51,6 +51,7 @@ class EnvResult:
     final_distance: float
     random_final_distance: float
     noop_fraction: float
+    mean_energy_spread: float | None
 
 
 def train(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, dict[str, Any]]:
@@ -104,6 +105,7 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
         final_distance=round(summary["mean_final_distance"], 4),
         random_final_distance=round(summary["random_mean_final_distance"], 4),
         noop_fraction=round(summary["noop_fraction"], 3),
+        mean_energy_spread=summary["mean_energy_spread"],
     )
 
 

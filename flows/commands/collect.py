@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from flows.commands.common import UsageError, emit_json, fail
+from flows.commands.common import UsageError, add_state_arguments, emit_json, fail, state_spec
 
 ORDER = 40
 
@@ -30,7 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--steps-per-episode", type=int, default=50, help="actions per episode (default 50)"
     )
-    parser.add_argument("--fps", type=int, default=10, help="recording rate (default 10)")
+    parser.add_argument(
+        "--fps",
+        type=int,
+        default=None,
+        help="recording rate, one env step per frame (default: the env's render_fps, else 10)",
+    )
+    add_state_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="episode e resets with seed + e")
     parser.add_argument("--task", default=None, help="task text stored in meta/tasks.parquet")
     parser.add_argument(
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task,
             overwrite=args.overwrite,
             env_kwargs=_env_kwargs(args.env_kwargs),
+            state=state_spec(args),
         )
         validate(config)
     except (ValueError, TypeError, FileExistsError) as error:

@@ -72,6 +72,38 @@ def scale_config(args: Any) -> Any:
     )
 
 
+def add_state_arguments(parser: Any) -> None:
+    """--state-dims, --state-fn: the env state success is measured on (collect, eval, diagnose)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--state-dims",
+        default=None,
+        metavar="I,J,..",
+        help="observation indices that make the state (default: info['state'], else the observation)",
+    )
+    group.add_argument(
+        "--state-fn",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="function(observation, info) -> state, e.g. tasks.robot.state_maps:reacher_fingertip",
+    )
+
+
+def state_spec(args: Any) -> Any:
+    """The `StateSpec` of --state-dims / --state-fn (None when neither is given)."""
+    from tasks.robot.collect import StateSpec
+
+    if args.state_fn:
+        return StateSpec(function=args.state_fn)
+    if args.state_dims:
+        try:
+            dims = tuple(int(v) for v in args.state_dims.split(","))
+        except ValueError as error:
+            raise UsageError(f"--state-dims must be comma-separated integers: {error}") from error
+        return StateSpec(dims=dims)
+    return None
+
+
 def add_feature_arguments(parser: Any, defaults: str = "the dataset's") -> None:
     """--camera, --state-key, --action-key: which LeRobot features a command uses."""
     parser.add_argument(

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
-from flows.commands.common import UsageError, emit_json
+from flows.commands.common import UsageError, add_state_arguments, emit_json, state_spec
 
 if TYPE_CHECKING:
     from tasks.planning.diagnose import DiagnoseConfig
@@ -53,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--tolerance", type=float, default=defaults.tolerance, help="success radius in state units"
     )
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of env arguments")
+    add_state_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.set_defaults(handler=run)
 
@@ -69,7 +70,7 @@ def _config(args: argparse.Namespace) -> DiagnoseConfig:
         raise UsageError("--env-kwargs must be a JSON object")
     names = [f.name for f in dataclasses.fields(DiagnoseConfig) if hasattr(args, f.name)]
     values = {name: getattr(args, name) for name in names}
-    values.update(checkpoint=local_uri(args.checkpoint), env_kwargs=kwargs)
+    values.update(checkpoint=local_uri(args.checkpoint), env_kwargs=kwargs, state=state_spec(args))
     if min(values["goals"], values["candidates"], values["windows"], values["episodes"]) < 2:
         raise UsageError("--goals, --candidates, --windows and --episodes must be at least 2")
     return DiagnoseConfig(**values)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     try:
-        check_env(make_env(config.env, config.env_kwargs))
+        check_env(make_env(config.env, config.env_kwargs, config.state))
         model = load_planner_model(config.checkpoint)
     except (CollectError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error

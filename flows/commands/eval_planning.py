@@ -7,7 +7,13 @@ import json
 import os
 from typing import Any
 
-from flows.commands.common import UsageError, add_feature_arguments, emit_json
+from flows.commands.common import (
+    UsageError,
+    add_feature_arguments,
+    add_state_arguments,
+    emit_json,
+    state_spec,
+)
 
 ORDER = 70
 
@@ -56,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default="eval-planning", help="folder for results and plot")
     parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (then +1 each)")
     add_feature_arguments(parser, defaults="the world model's")
+    add_state_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.set_defaults(handler=run)
 
@@ -124,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
             action_repeat=args.action_repeat,
             env_kwargs=_env_kwargs(args.env_kwargs),
             cem=_json_object("--cem", args.cem),
+            state=state_spec(args),
         )
-        check_env(make_env(config.env, config.env_kwargs))
+        check_env(make_env(config.env, config.env_kwargs, config.state))
     except (ValueError, CollectError) as error:
         raise UsageError(str(error)) from error
     if args.token_env and not os.environ.get(args.token_env):

@@ -39,7 +39,7 @@ from tasks.planning.evaluate import (
     run_episode,
 )
 from tasks.planning.rollouts import MIN_ACTION_GAIN, rollout_errors, shuffled
-from tasks.robot.collect import check_env, extract_state, make_env
+from tasks.robot.collect import StateSpec, check_env, extract_state, make_env
 
 MIN_RANK = 0.3  # Spearman below this: the part does not order states or plans usefully
 
@@ -62,6 +62,7 @@ class DiagnoseConfig:
     oracle_iterations: int = 3
     seed: int = 0
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    state: StateSpec | None = None  # the state for distances (None: info["state"] / observation)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class Probe:
     def __init__(self, config: DiagnoseConfig, model: WorldModel, index: int) -> None:
         self.config, self.model = config, model
         self.seed = config.seed + index
-        self.env = make_env(config.env, config.env_kwargs)
+        self.env = make_env(config.env, config.env_kwargs, config.state)
         self.space = check_env(self.env)
         self.repeat = action_repeat(self.env, model.spec.control_fps, None)
         self.goal_frame, self.goal_state = make_goal(self.env, self.seed, config.goal_steps)
@@ -244,7 +245,9 @@ def perfect_dynamics_controller(
     probe: Probe, seed: int
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """CEM (horizon 1) whose energy is the true next frame's, replayed in a second env."""
-    replay = Replayer(make_env(probe.config.env, probe.config.env_kwargs), seed, probe.repeat)
+    replay = Replayer(
+        make_env(probe.config.env, probe.config.env_kwargs, probe.config.state), seed, probe.repeat
+    )
     config = CEMConfig(
         num_samples=probe.config.oracle_samples,
         num_elites=max(2, probe.config.oracle_samples // 8),

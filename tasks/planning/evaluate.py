@@ -33,7 +33,7 @@ import torch
 
 from modeling.cem import CEMConfig, shift_plan
 from modeling.world_model import WorldModel, load_world_model
-from tasks.robot.collect import RandomPolicy, check_env, extract_state, make_env
+from tasks.robot.collect import RandomPolicy, StateSpec, check_env, extract_state, make_env
 
 CEM_FIELDS = tuple(f.name for f in fields(CEMConfig))
 Controller = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (frame, state) -> action
@@ -65,6 +65,7 @@ class EvalConfig:
     action_repeat: int | None = None  # None: env fps / model control fps (1 if unknown)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     cem: dict[str, Any] = field(default_factory=dict)  # CEMConfig fields over the bundle's
+    state: StateSpec | None = None  # the state for success (None: info["state"] / observation)
 
     def __post_init__(self) -> None:
         if min(self.episodes, self.max_steps, self.goal_steps) < 1:
@@ -249,7 +250,7 @@ def evaluate(
     progress: ProgressFn | None = _print_progress,
 ) -> dict[str, Any]:
     """Run planner and random baseline on the same episodes; the summary with per-episode rows."""
-    env = make_env(config.env, config.env_kwargs)
+    env = make_env(config.env, config.env_kwargs, config.state)
     started = time.monotonic()
     planned: list[EpisodeResult] = []
     randoms: list[EpisodeResult] = []

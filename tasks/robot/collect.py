@@ -13,6 +13,7 @@ not stored, so an episode of K steps has K rows.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -76,23 +77,40 @@ def _load_attribute(spec: str) -> Any:
     return getattr(module, attribute)
 
 
-def make_env(spec: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env[Any, Any]:
-    """A registered id (`vjepa/PointReach-v0`) or `module:Class`, with `render_mode="rgb_array"`."""
+def make_env(
+    spec: str, env_kwargs: dict[str, Any] | None = None, state: StateSpec | None = None
+) -> gym.Env[Any, Any]:
+    """A registered id (`vjepa/PointReach-v0`) or `module:Class`, with `render_mode="rgb_array"`.
+
+    A namespaced id whose namespace is not registered (`package/Env-v0`) imports `package`
+    (which registers it) and retries. MuJoCo envs render headless: `MUJOCO_GL` defaults to
+    `egl`. `state` chooses the low-dimensional state (`info["state"]`) from the observation.
+    """
+    os.environ.setdefault("MUJOCO_GL", "egl")  # before gymnasium imports mujoco
     kwargs = {"render_mode": "rgb_array", **(env_kwargs or {})}
     name = spec
     if ":" in spec:
         module_name, _, name = spec.partition(":")
         candidate = getattr(_import(module_name, spec), name, None)
         if isinstance(candidate, type):
-            return candidate(**kwargs)  # type: ignore[no-any-return]
+            return with_state(candidate(**kwargs), state)
         # Otherwise Gymnasium's own `module:EnvId` form: importing the module registered the id.
     try:
-        return gym.make(name, **kwargs)
+        return with_state(_make_registered(name, kwargs), state)
     except (gym.error.Error, ImportError) as error:
         raise CollectError(
-            f"unknown env {spec!r}: give a registered Gymnasium id (e.g. vjepa/PointReach-v0) "
-            f"or module:Class ({error})"
+            f"unknown env {spec!r}: give a registered Gymnasium id (e.g. vjepa/PointReach-v0), "
+            f"package/Env-v0 (the package registers it) or module:Class ({error})"
         ) from error
+
+
+def _make_registered(name: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
+    """`gym.make`, importing the package a namespaced id names when the namespace is unknown."""
+    namespace = name.split("/", 1)[0] if "/" in name else None
+    known = {env_id.split("/", 1)[0] for env_id in gym.registry if "/" in env_id}
+    if namespace is not None and namespace not in known:
+        importlib.import_module(namespace.replace("-", "_"))
+    return gym.make(name, **kwargs)
 
 
 def make_policy(name: str, action_space: spaces.Box, seed: int | None) -> Policy:
@@ -125,6 +143,57 @@ def extract_state(observation: Any, info: dict[str, Any], observation_space: Any
         f"no state: the env gives no info['state'] and its observation space is "
         f"{type(observation_space).__name__}, not Box; expose the state in info['state']"
     )
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """The robot state taken from the observation: some of its dims, or a function of it.
+
+    `dims` picks observation indices; `function` (`module:function`) is called as
+    `function(observation, info)` and returns the state. Either replaces `info["state"]`.
+    """
+
+    dims: tuple[int, ...] | None = None
+    function: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.dims is None) == (self.function is None):
+            raise CollectError("a state mapping needs exactly one of state dims or a function")
+        if self.function is not None and ":" not in self.function:
+            raise CollectError(f"state function {self.function!r} must be module:function")
+
+    def mapper(self) -> Callable[[Any, dict[str, Any]], np.ndarray]:
+        if self.function is not None:
+            function = _load_attribute(self.function)
+            return lambda observation, info: np.asarray(function(observation, info), np.float32)
+        dims = list(self.dims or ())
+        return lambda observation, info: np.asarray(observation, np.float32).reshape(-1)[dims]
+
+
+class StateWrapper(gym.Wrapper[Any, Any, Any, Any]):
+    """Puts the mapped state into `info["state"]` after every reset and step."""
+
+    def __init__(self, env: gym.Env[Any, Any], spec: StateSpec) -> None:
+        super().__init__(env)
+        self._map = spec.mapper()
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        return observation, {**info, "state": self._map(observation, info)}
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return (
+            observation,
+            reward,
+            terminated,
+            truncated,
+            {**info, "state": self._map(observation, info)},
+        )
+
+
+def with_state(env: gym.Env[Any, Any], state: StateSpec | None) -> gym.Env[Any, Any]:
+    return env if state is None else StateWrapper(env, state)
 
 
 @dataclass
@@ -182,19 +251,20 @@ class CollectConfig:
     output: str
     policy: str = "random"
     steps_per_episode: int = 50
-    fps: int = 10
+    fps: int | None = None  # None: the env's own `metadata["render_fps"]` (10 if it has none)
     seed: int = 0
     task: str | None = None
     overwrite: bool = False
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     limits: ChunkLimits = field(default_factory=ChunkLimits)
+    state: StateSpec | None = None  # None: info["state"], else the Box observation
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise CollectError("episodes must be at least 1")
         if self.steps_per_episode < 1:
             raise CollectError("steps per episode must be at least 1")
-        if self.fps < 1:
+        if self.fps is not None and self.fps < 1:
             raise CollectError("fps must be a positive integer")
 
 
@@ -224,11 +294,19 @@ class CollectSummary:
 ProgressFn = Callable[[int, int, EpisodeData], None]
 
 
+def env_fps(config: CollectConfig, env: gym.Env[Any, Any]) -> int:
+    """The recording rate: the configured one, else the env's own frame rate, else 10."""
+    if config.fps is not None:
+        return config.fps
+    rate = (getattr(env, "metadata", None) or {}).get("render_fps")
+    return max(1, round(float(rate))) if rate else 10
+
+
 def _spec_for(config: CollectConfig, first: EpisodeData, env: gym.Env[Any, Any]) -> DatasetSpec:
     height, width = first.frames.shape[1:3]
     env_spec = getattr(env, "spec", None)
     return DatasetSpec(
-        fps=config.fps,
+        fps=env_fps(config, env),
         state_dim=first.states.shape[1],
         action_dim=first.actions.shape[1],
         height=height,
@@ -246,7 +324,7 @@ def validate(config: CollectConfig) -> None:
             f"{config.output} already exists and is not empty; choose a new output or overwrite "
             "it (CLI: --overwrite)"
         )
-    env = make_env(config.env, config.env_kwargs)
+    env = make_env(config.env, config.env_kwargs, config.state)
     try:
         action_space = check_env(env)
         make_policy(config.policy, action_space, config.seed)
@@ -292,7 +370,7 @@ def collect(config: CollectConfig, progress: ProgressFn | None = None) -> Collec
     """Record `config.episodes` episodes; episode e starts from `reset(seed=config.seed + e)`."""
     started = time.monotonic()
     prepare_output(config.output, config.overwrite)
-    env = make_env(config.env, config.env_kwargs)
+    env = make_env(config.env, config.env_kwargs, config.state)
     try:
         writer, rewards = _record(config, env, progress)
     finally:
@@ -304,7 +382,7 @@ def collect(config: CollectConfig, progress: ProgressFn | None = None) -> Collec
         policy=config.policy,
         episodes=config.episodes,
         frames=writer.total_frames,
-        fps=config.fps,
+        fps=spec.fps,
         video_key=spec.video_key,
         image_height=spec.height,
         image_width=spec.width,

@@ -14,6 +14,7 @@ from the recorded states and actions (`tasks.planning.dynamics`).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -105,6 +106,7 @@ class DatasetFacts:
     total_frames: int = 0
     action_scale: tuple[float, ...] | None = None  # state change per action per control step
     action_scale_r2: float = 0.0
+    decode_size: bool = True  # windows decoded at image_size; False: stored size, model resizes
     normalizer: Normalizer | None = None  # statistics of the recorded actions and states
     camera: str = ""  # the video feature resolved by the reader (config.camera or the first)
     state_key: str = STATE_KEY
@@ -125,7 +127,7 @@ class DatasetFacts:
         return self.total_frames * max(1, config.frames) * frame
 
     def windows(self, config: PosttrainConfig) -> WindowConfig:
-        size = (self.image_size, self.image_size)
+        size = (self.image_size, self.image_size) if self.decode_size else None
         return WindowConfig(num_frames=config.frames, fps=self.fps, size=size)
 
 
@@ -144,6 +146,28 @@ def split_episodes(
     return tuple(i for i in ordered if i not in held), tuple(sorted(held))
 
 
+def model_image_size(height: int, width: int, configured: int | None) -> tuple[int, bool]:
+    """(model image size, whether windows are decoded at that size).
+
+    Square frames of a multiple of 16 are used as they are. Others (a simulator's 100x75
+    render, a 480x640 camera) keep their stored size in the windows and the model brings
+    them to the largest multiple of 16 under the short side by the serving rule
+    (`WorldModel.encode_frames`: short side resized, long side centre-cropped); said once.
+    """
+    if configured is not None:
+        return configured, True
+    if height == width and height % 16 == 0:
+        return height, True
+    size = max(16, min(height, width) // 16 * 16)
+    print(
+        f"[posttrain] frames are {height}x{width}: resized to {size}x{size} by the serving rule "
+        "(short side, centre crop); pass an image size to choose another",
+        file=sys.stderr,
+        flush=True,
+    )
+    return size, False
+
+
 def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
     """Image size, rates, dims, action bounds and the episode split; clear errors on bad data."""
     from tasks.robot.lerobot_read import LeRobotReader
@@ -153,11 +177,7 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
     fps = config.fps or reader.fps
     stride = frame_stride(reader.fps, fps)
     height, width = (int(v) for v in reader.info["features"][reader.video_key]["shape"][:2])
-    image_size = config.image_size or height
-    if config.image_size is None and (height != width or height % 16):
-        raise ValueError(
-            f"frames are {height}x{width}; pass an image size (a multiple of 16) to resize them"
-        )
+    image_size, decode_size = model_image_size(height, width, config.image_size)
     low, high = action_bounds(config.trajectories, reader.action_key)
     if any(h <= lo for lo, h in zip(low, high, strict=True)):
         high = [max(h, lo + 1e-3) for lo, h in zip(low, high, strict=True)]  # a constant action
@@ -180,6 +200,7 @@ def describe_dataset(config: PosttrainConfig) -> DatasetFacts:
         total_frames=int(reader.info.get("total_frames", 0)),
         action_scale=dynamics.scale,
         action_scale_r2=dynamics.r2,
+        decode_size=decode_size,
         normalizer=normalizer,
         camera=reader.video_key,
         state_key=reader.state_key,

@@ -1,0 +1,27 @@
+"""State mappings for third-party envs whose observation mixes positions, velocities and targets.
+
+Pass one as `--state-fn tasks.robot.state_maps:NAME` (collect, eval-planning,
+diagnose-world-model); each is called as `function(observation, info)` and returns the
+low-dimensional state that success is measured on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def reacher_fingertip(observation: Any, info: dict[str, Any]) -> np.ndarray:
+    """Gymnasium MuJoCo `Reacher-v5`: the fingertip's (x, y).
+
+    The observation is `cos q (2), sin q (2), target xy (2), joint velocities (2),
+    fingertip - target xy (2)`, so the fingertip is target + (fingertip - target).
+    """
+    values = np.asarray(observation, dtype=np.float32).reshape(-1)
+    return values[4:6] + values[8:10]
+
+
+def pusher_object(observation: Any, info: dict[str, Any]) -> np.ndarray:
+    """Gymnasium MuJoCo `Pusher-v5`: the object's (x, y) (observation dims 17-18)."""
+    return np.asarray(observation, dtype=np.float32).reshape(-1)[17:19]

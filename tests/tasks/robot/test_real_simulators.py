@@ -1,0 +1,76 @@
+"""Real Gymnasium packages: MuJoCo Reacher-v5 headless, state mappings, env frame rates,
+namespaced ids that import their package, frame sizes that are not multiples of 16."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.robot.collect import CollectConfig, CollectError, StateSpec, collect, make_env
+from tasks.training.posttrain_inputs import model_image_size
+
+pytest.importorskip("mujoco")
+
+TOP_DOWN = {"distance": 0.75, "elevation": -90.0, "azimuth": 90.0, "lookat": [0.0, 0.0, 0.0]}
+REACHER = {"width": 64, "height": 48, "default_camera_config": TOP_DOWN}
+FINGERTIP = StateSpec(function="tasks.robot.state_maps:reacher_fingertip")
+
+
+def test_reacher_renders_headless_with_the_fingertip_as_state() -> None:
+    env = make_env("Reacher-v5", REACHER, FINGERTIP)
+    observation, info = env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (48, 64, 3) and frame.std() > 5  # a real picture, not a blank buffer
+    np.testing.assert_allclose(info["state"], observation[4:6] + observation[8:10], atol=1e-6)
+    _, _, _, _, info = env.step(np.ones(2, dtype=np.float32))
+    assert info["state"].shape == (2,)
+    again = make_env("Reacher-v5", REACHER, FINGERTIP)
+    np.testing.assert_array_equal(again.reset(seed=0)[0], observation)  # deterministic by seed
+    env.close()
+    again.close()
+
+
+def test_collect_keeps_the_env_frame_rate_and_the_chosen_state(tmp_path: Path) -> None:
+    summary = collect(
+        CollectConfig("Reacher-v5", 1, str(tmp_path / "reacher"), steps_per_episode=6,
+                      env_kwargs=REACHER, state=StateSpec(dims=(4, 5)))
+    )  # fmt: skip
+    assert summary.fps == 50  # Reacher-v5's render_fps (frame_skip 2, dt 0.01)
+    assert summary.state_dim == 2 and summary.action_dim == 2
+    assert (summary.image_height, summary.image_width) == (48, 64)
+
+
+def test_state_spec_needs_exactly_one_way() -> None:
+    with pytest.raises(CollectError, match="exactly one"):
+        StateSpec()
+    with pytest.raises(CollectError, match="module:function"):
+        StateSpec(function="no_colon")
+
+
+def test_namespaced_id_imports_its_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "toy_sims"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        textwrap.dedent("""
+        import gymnasium
+        gymnasium.register(id="toy_sims/Reach-v0", entry_point="tasks.robot.env:PointReachEnv")
+    """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "toy_sims" not in sys.modules
+    env = make_env("toy_sims/Reach-v0")
+    assert env.reset(seed=0)[1]["state"].shape == (2,)
+    with pytest.raises(CollectError, match="unknown env"):
+        make_env("no_such_package_here/Env-v0")
+
+
+def test_frames_off_the_16_grid_take_the_serving_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    assert model_image_size(64, 64, None) == (64, True)
+    assert model_image_size(48, 64, None) == (48, False)  # short side, centre crop: said once
+    assert "serving rule" in capsys.readouterr().err
+    assert model_image_size(75, 100, None) == (64, False)
+    assert model_image_size(75, 100, 32) == (32, True)
