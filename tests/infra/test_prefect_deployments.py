@@ -23,6 +23,8 @@ DEPLOYMENTS = [
     pytest.param(d, id=f"{d['entrypoint'].split(':')[1]}/{d['name']}")
     for d in PREFECT_YAML["deployments"]
 ]
+LOCAL_POOL = "vjepa-local"  # the process pool of one machine; every other deployment is on k8s
+K8S_DEPLOYMENTS = [d for d in DEPLOYMENTS if d.values[0]["work_pool"]["name"] != LOCAL_POOL]
 TEMPLATE = json.loads((K8S / "prefect/base-job-template.json").read_text())
 WANTED_FLOWS = {"curate", "pretrain", "probe", "posttrain", "eval-planning", "demo"}
 
@@ -58,7 +60,11 @@ def test_bad_parameters_are_caught() -> None:
 def test_curation_settings_are_known() -> None:
     from tasks.curation.config import config_from_mapping
 
-    (curate,) = [d for d in PREFECT_YAML["deployments"] if "curate_flow" in d["entrypoint"]]
+    (curate,) = [
+        d
+        for d in PREFECT_YAML["deployments"]
+        if "curate_flow" in d["entrypoint"] and d["work_pool"]["name"] != LOCAL_POOL
+    ]
     config = config_from_mapping(curate["parameters"]["config"])
     assert (config.fps, config.frames, config.size) == (4, 16, 256)
 
@@ -84,7 +90,7 @@ def test_template_placeholders_are_declared() -> None:
     assert used <= set(TEMPLATE["variables"]["properties"])
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+@pytest.mark.parametrize("deployment", K8S_DEPLOYMENTS)
 def test_work_pool_renders_a_job_that_reaches_the_cluster(deployment: dict[str, Any]) -> None:
     pool = deployment["work_pool"]
     assert pool["name"] == "vjepa-k8s"
@@ -124,8 +130,8 @@ def test_flow_runs_use_the_production_image() -> None:
     overlay = yaml.safe_load((K8S / "overlays/gpu/kustomization.yaml").read_text())
     (image,) = overlay["images"]
     wanted = f"{image['newName']}:{image['newTag']}"
-    for deployment in PREFECT_YAML["deployments"]:
-        assert deployment["work_pool"]["job_variables"]["image"] == wanted
+    for param in K8S_DEPLOYMENTS:
+        assert param.values[0]["work_pool"]["job_variables"]["image"] == wanted
 
 
 def test_worker_runs_the_pinned_prefect_with_the_kubernetes_integration() -> None:
@@ -137,4 +143,17 @@ def test_worker_runs_the_pinned_prefect_with_the_kubernetes_integration() -> Non
     )
     command = container["command"]
     pool = command[command.index("--pool") + 1]
-    assert {d["work_pool"]["name"] for d in PREFECT_YAML["deployments"]} == {pool}
+    assert {d["work_pool"]["name"] for d in PREFECT_YAML["deployments"]} == {pool, LOCAL_POOL}
+
+
+def test_local_deployments_run_from_the_checkout() -> None:
+    """`prefect worker start --pool vjepa-local` on one machine: curate, pretrain and the demo,
+    each pulling from the checkout that VJEPA_HOME names (not the image's /opt/vjepa)."""
+    local = [d for d in PREFECT_YAML["deployments"] if d["work_pool"]["name"] == LOCAL_POOL]
+    flows = {load_flow(d["entrypoint"]).name for d in local}
+    assert {"curate", "pretrain", "demo"} <= flows
+    for deployment in local:
+        (step,) = deployment["pull"]
+        directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+        assert directory == "{{ $VJEPA_HOME }}"
+        assert "job_variables" not in deployment["work_pool"]  # no image, no k8s variables
