@@ -61,6 +61,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fraction of episodes held out (default 0.2)",
     )
     parser.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        help="feed raw actions and states (default: normalised with the dataset's statistics)",
+    )
+    parser.add_argument(
+        "--no-feature-cache",
+        dest="cache_features",
+        action="store_false",
+        help="re-encode every batch (default: encode the training windows once and cache them)",
+    )
+    parser.add_argument(
+        "--feature-cache",
+        default=None,
+        metavar="URI",
+        help="folder of cached features (default: OUTPUT/feature_cache)",
+    )
+    parser.add_argument(
         "--no-residual",
         dest="residual",
         action="store_false",
@@ -102,6 +120,9 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
             seed=args.seed,
             resume=args.resume,
             residual=args.residual,
+            normalize=args.normalize,
+            cache_features=args.cache_features,
+            feature_cache=args.feature_cache,
             **_feature_keys(args),
         )
     except ValueError as error:
