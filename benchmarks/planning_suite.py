@@ -31,12 +31,37 @@ from modeling.encoder import VisionEncoder, tiny
 from tasks.planning.evaluate import EvalConfig, WorldModelPlanner, evaluate
 from tasks.planning.rollouts import numpy_batches
 from tasks.robot import ENV_SUITE
-from tasks.robot.collect import CollectConfig, collect
+from tasks.robot.collect import CollectConfig, StateSpec, collect
 from tasks.robot.windows import iter_windows
 from tasks.training.feature_cache import FeaturePool, encode_pool
 from tasks.training.job import WorkerContext
 from tasks.training.posttrain import PosttrainJob
 from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+
+TOP_DOWN = {"distance": 0.75, "elevation": -90.0, "azimuth": 90.0, "lookat": [0.0, 0.0, 0.0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSetting:
+    """How one env is collected and judged (the recipe itself is the same for all)."""
+
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    state: StateSpec | None = None
+    tolerance: float | None = None  # None: --tolerance
+    control_fps: float | None = None  # None: the dataset's rate
+
+
+REAL_SIMULATORS = {
+    "Reacher-v5": EnvSetting(
+        {"width": 64, "height": 64, "default_camera_config": TOP_DOWN},
+        StateSpec(function="tasks.robot.state_maps:reacher_fingertip"),
+        tolerance=0.02,
+        control_fps=10.0,
+    ),
+    "Pusher-v5": EnvSetting(
+        {"width": 64, "height": 64}, StateSpec(dims=(17, 18)), tolerance=0.05, control_fps=10.0
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +104,13 @@ def train(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, dict[st
 
 def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> EnvResult:
     data = folder / env.replace("/", "_")
-    collect(CollectConfig(env, args.episodes, str(data), steps_per_episode=args.steps_per_episode))
+    setting = REAL_SIMULATORS.get(env, EnvSetting())
+    collect(CollectConfig(env, args.episodes, str(data), steps_per_episode=args.steps_per_episode,
+                          env_kwargs=setting.env_kwargs, state=setting.state))  # fmt: skip
     config = PosttrainConfig(
-        encoder=str(encoder), trajectories=str(data), output=str(folder / "out"), seed=args.seed
-    )
+        encoder=str(encoder), trajectories=str(data), output=str(folder / "out"), seed=args.seed,
+        fps=setting.control_fps,
+    )  # fmt: skip
     if args.train_steps:
         config = dataclasses.replace(config, steps=args.train_steps)
     started = time.monotonic()
@@ -90,8 +118,9 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
     seconds = time.monotonic() - started
     planner = WorldModelPlanner(job.model, seed=args.seed, **json.loads(args.cem))
     evaluation = EvalConfig(
-        env, "in-process", episodes=args.eval_episodes, tolerance=args.tolerance,
+        env, "in-process", episodes=args.eval_episodes, tolerance=setting.tolerance or args.tolerance,
         max_steps=args.max_steps, goal_steps=args.goal_steps, seed=10_000 + args.seed,
+        env_kwargs=setting.env_kwargs, state=setting.state,
     )  # fmt: skip
     summary = evaluate(evaluation, planner, model_fps=job.model.spec.control_fps, progress=None)
     return EnvResult(
