@@ -4,7 +4,8 @@
 is counted the same way: requests by route and status, latency by route, errors (status >= 400)
 by route and status. `record_batch_size` is called by routes whose answers come from a batched
 call. Ray prefixes the names with `ray_` on each node's metrics export port (`/metrics`).
-Unknown paths are counted under the route `other`, so a scan cannot blow up the label set.
+A request no route answered (a path nothing matches, or refused by the bearer check before
+routing) is counted under the route `other`, so a scan cannot blow up the label set.
 """
 
 from __future__ import annotations
@@ -77,11 +78,10 @@ def record_batch_size(route: str, size: int) -> None:
 
 
 def route_of(scope: Scope) -> str:
-    """The route label: the path when the app has a route for it, else `other`."""
-    app: Any = scope.get("app")
-    path = str(scope.get("path", ""))
-    known = {getattr(route, "path", None) for route in getattr(app, "routes", [])}
-    return path if path in known else "other"
+    """The route label: the path of the route that answered (set in `scope` by the router)."""
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "other"
 
 
 class RouteMetrics:

@@ -8,6 +8,7 @@ the `serve` namespace), which works without the dashboard.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -110,3 +111,47 @@ def test_killed_replica_under_load_loses_no_request(url: str) -> None:
         time.sleep(0.5)
     assert running_planner_replicas() == 2, "Serve did not replace the killed replica"
     assert killed not in planner_replicas()
+
+
+def replicas_of(deployment: str) -> list[str]:
+    import ray
+
+    prefix = f"SERVE_REPLICA::vjepa#{deployment}#"
+    return [
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == "serve" and actor["name"].startswith(prefix)
+    ]
+
+
+def test_an_ingress_replica_killed_mid_request_answers_503_then_recovers(url: str) -> None:
+    import socket
+
+    import ray
+
+    from serving.client import wait_healthy
+    from serving.codec import pack
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    body = pack({"frames": frame, "state": np.zeros(2, np.float32), "goal": frame})
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/plan HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/msgpack\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    (name,) = replicas_of("Ingress")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head + body[:100])  # the ingress is now waiting for the rest of the body
+        time.sleep(1.0)
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        time.sleep(1.0)
+        with contextlib.suppress(OSError):  # the proxy may already have answered and closed
+            sock.sendall(body[100:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 503"), answer[:300]
+    assert b"retry-after: 1" in rest.lower()
+    wait_healthy(url, timeout=120)
+    assert name not in replicas_of("Ingress")
