@@ -235,21 +235,20 @@ def clip_batches(
 ) -> Callable[[int], Iterable[Any]]:
     """Epoch -> float clip batches `(B, C, T, H, W)` in [0, 1] from a Ray `DataIterator`.
 
-    Rows pass a local shuffle buffer of `shuffle_buffer` clips (default 4 batches, never
-    less than one batch) seeded by `seed + epoch`, so a resumed run sees the same clips in
-    the same order. Curated shards keep a source's clips together: a small buffer puts
-    neighbouring clips of the same few videos into every batch.
+    Rows pass a shuffle buffer of `shuffle_buffer` clips (default 4 batches, never less than
+    one batch) seeded by `seed + epoch` (`tasks.training.ordering`: one row at a time, so the
+    order does not depend on Ray Data's block sizes), so a rerun or a resumed run sees the same
+    clips in the same order. Curated shards keep a source's clips together: a small buffer
+    puts neighbouring clips of the same few videos into every batch.
     """
     from tasks.clips import collate_clips
+    from tasks.training.ordering import shuffled_batches
+
+    size = max(batch_size, shuffle_buffer or 4 * batch_size)
 
     def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
-        for batch in shard.iter_batches(
-            batch_size=batch_size,
-            batch_format="numpy",
-            drop_last=True,
-            local_shuffle_buffer_size=max(batch_size, shuffle_buffer or 4 * batch_size),
-            local_shuffle_seed=seed + epoch,
-        ):
+        rows = shard.iter_batches(batch_size=batch_size, batch_format="numpy")
+        for batch in shuffled_batches(rows, batch_size, size, seed + epoch):
             yield collate_clips(batch)["video"]  # (B, C, T, H, W) in [0, 1]
 
     return epoch_batches

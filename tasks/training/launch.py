@@ -65,8 +65,12 @@ def cache_if_small(dataset: Any, approx_bytes: int, limit: int = IN_MEMORY_LIMIT
     """Materialise a dataset that fits in memory, so each epoch reads blocks from the object store.
 
     A streamed dataset re-runs its read at every epoch (seconds each at the demo's scale, where
-    an epoch is a handful of steps); a big one streams as usual.
+    an epoch is a handful of steps); a big one streams as usual. Either way rows keep the
+    input's order (`ordering.keep_input_order`), so a seeded run repeats.
     """
+    from tasks.training.ordering import keep_input_order
+
+    keep_input_order()
     return dataset.materialize() if approx_bytes <= limit else dataset
 
 
@@ -151,6 +155,7 @@ def fit(
     data_context = DataContext.get_current()
     data_context.enable_progress_bars = False
     data_context.print_on_execution_start = False
+    data_context.execution_options.preserve_order = True  # the seed fixes the order (ordering.py)
 
     filesystem, path = storage.pyarrow_filesystem(storage.join(output_uri, "ray"))
     trainer = TorchTrainer(

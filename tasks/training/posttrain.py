@@ -48,6 +48,7 @@ from tasks.training.feature_cache import (
 from tasks.training.job import WorkerContext, autocast
 from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
+from tasks.training.ordering import shuffled_batches
 from tasks.training.outputs import fetch_file, plot_curves, write_summary
 from tasks.training.posttrain_inputs import (
     DatasetFacts,
@@ -260,13 +261,9 @@ def window_batches(name: str, batch_size: int, seed: int) -> Callable[[int], Ite
     shard = ray.train.get_dataset_shard(name)
 
     def epoch_batches(epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        yield from shard.iter_batches(
-            batch_size=batch_size,
-            batch_format="numpy",
-            drop_last=True,
-            local_shuffle_buffer_size=4 * batch_size,
-            local_shuffle_seed=seed + epoch,
-        )
+        rows = shard.iter_batches(batch_size=batch_size, batch_format="numpy")
+        # our own seeded buffer: the order is fixed by the seed, not by Ray Data's block sizes
+        yield from shuffled_batches(rows, batch_size, 4 * batch_size, seed + epoch)
 
     return epoch_batches
 
