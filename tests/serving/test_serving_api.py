@@ -289,3 +289,66 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(url: str) -> None:
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert waited < HEADER_TIMEOUT_S + 10
+
+
+def serve_log_text() -> str:
+    import ray
+
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
+    return "".join(path.read_text(errors="replace") for path in logs.glob("*.log"))
+
+
+def test_access_logs_are_off_by_default(url: str) -> None:
+    import time
+    import uuid
+
+    request_id = f"access-log-probe-{uuid.uuid4().hex}"
+    headers = {**AUTH, "X-Request-ID": request_id}
+    assert httpx.get(f"{url}/v1/models", headers=headers, timeout=30).status_code == 200
+    assert httpx.get(f"{url}/healthz", headers=headers, timeout=30).status_code == 200
+    time.sleep(2.0)  # log files are flushed asynchronously
+    # an access line: "<request id> -- GET /healthz 200 1.2ms" (proxy and replica logs)
+    access = [
+        line for line in serve_log_text().splitlines() if request_id in line and "GET /" in line
+    ]
+    assert not access, access
+
+
+def scrape_until(words: list[str], timeout: float = 90.0) -> str:
+    """Ray's Prometheus text from this node's metrics port, once every line in `words` is there."""
+    import time
+
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    deadline, text = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        lines = [line for line in text.splitlines() if line.startswith("ray_vjepa_serve")]
+        if all(any(all(w in line for w in word.split()) for line in lines) for word in words):
+            return text
+        time.sleep(2.0)
+    ours = [line for line in text.splitlines() if "vjepa" in line]
+    pytest.fail(f"metrics {words} not exported within {timeout}s; exported: {ours}")
+
+
+def test_requests_latency_errors_and_batch_size_are_exported_per_route(url: str) -> None:
+    with PlannerClient(url, TOKEN) as client:
+        client.plan(image(1), np.zeros(2, np.float32), image(2))
+    httpx.post(f"{url}/v1/plan", content=b"", headers=AUTH, timeout=30)  # a 400
+    httpx.get(f"{url}/v1/models", timeout=30)  # a 401
+    scrape_until(
+        [
+            'ray_vjepa_serve_requests_total route="/v1/plan" status="200"',
+            'ray_vjepa_serve_request_errors_total route="/v1/plan" status="400"',
+            'ray_vjepa_serve_request_errors_total route="other" status="401"',  # before routing
+            'ray_vjepa_serve_request_latency_ms_bucket route="/v1/plan"',
+            'ray_vjepa_serve_batch_size_bucket route="/v1/plan"',
+        ]
+    )
+
+
+def test_an_unknown_path_is_still_the_ingress_404(url: str) -> None:
+    # the proxy guard turns only the proxy's own 404 (no app deployed) into a 503
+    response = httpx.get(f"{url}/v1/no-such-route", headers=AUTH, timeout=30)
+    assert response.status_code == 404 and response.headers["x-vjepa-ingress"] == "1"
