@@ -10,8 +10,9 @@ count both modes run one after the other, so background load drifts equally on b
 
 Reported per client count and mode: answers/s, generated tokens/s, p50/p99 latency, mean batch
 size, and the encoder + projector share of a request (`encode_ms / server_ms` from the answers'
-timings). The last stdout line is JSON; `ratio` = answers/s batched / unbatched at 16 clients
-(target >= 3 at no worse p99).
+timings); then, in this process without HTTP or Serve, the ceiling: 16 one-question calls in a
+row against one 16-question call. The last stdout line is JSON; `ratio` = answers/s batched /
+unbatched at 16 clients (target >= 3 at no worse p99), `ceiling` the in-process figure.
 """
 
 from __future__ import annotations
@@ -183,6 +184,42 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def in_process(model: Path, cache: str, args: argparse.Namespace, clients: int) -> dict:
+    """p50 ms of `clients` one-question `answer_batch` calls in a row vs one call for all.
+
+    The most cross-request batching can give on this hardware, without HTTP or Serve.
+    """
+    import statistics
+
+    import torch
+
+    from serving.codec import decode_array, unpack
+    from serving.config import VQASettings
+    from serving.vqa_model import answer_batch, load_vqa
+    from serving.vqa_schemas import VQA_FIELDS, VQARequest
+
+    torch.set_num_threads(args.threads)
+    loaded = load_vqa(str(model), VQASettings(), cache, torch.device("cpu"))
+    requests = []
+    for index in range(clients):
+        message = unpack(request_body(index, args.max_new_tokens), VQA_FIELDS)
+        frames = decode_array("frames", message["frames"])[None]
+        requests.append(VQARequest(frames=frames, question=message["question"],
+                                   max_new_tokens=args.max_new_tokens))  # fmt: skip
+    answer_batch(loaded, requests[:1])  # warm
+    singles, batched = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        for request in requests:
+            answer_batch(loaded, [request])
+        singles.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        answer_batch(loaded, requests)
+        batched.append((time.perf_counter() - started) * 1000)
+    single, batch = statistics.median(singles), statistics.median(batched)
+    return {"singles_ms": single, "batch_ms": batch, "ceiling": single / batch}
+
+
 def print_table(rows: list[dict]) -> None:
     header = (
         f"{'clients':>7} {'mode':>4} {'answers/s':>9} {'tokens/s':>8} {'p50 ms':>8} "
@@ -218,7 +255,12 @@ def main() -> None:
                     print(f"measured {clients} clients, batching {mode}", file=sys.stderr)
         finally:
             serve.shutdown()
+        ceiling = in_process(model, str(root / "cache"), args, max(args.clients))
     print_table(rows)
+    print(
+        f"in process, {max(args.clients)} questions: one at a time {ceiling['singles_ms']:.0f} ms, "
+        f"one batch {ceiling['batch_ms']:.0f} ms: ceiling {ceiling['ceiling']:.2f}x"
+    )
     by_key = {(row["clients"], row["mode"]): row for row in rows}
     top = max(args.clients)
     on, off = by_key[(top, "on")], by_key[(top, "off")]
@@ -232,6 +274,7 @@ def main() -> None:
         "tokens_per_s_on": on["tokens_per_s"],
         "tokens_per_s_off": off["tokens_per_s"],
         "encode_share_single": single["encode_share"],
+        "ceiling": ceiling["ceiling"],
         "max_new_tokens": args.max_new_tokens,
         "rows": rows,
     }

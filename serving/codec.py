@@ -34,6 +34,10 @@ class RequestError(Exception):
     def payload(self) -> dict[str, Any]:
         return {"detail": self.message, "field": self.field}
 
+    def __reduce__(self) -> tuple[type[RequestError], tuple[int, str, str | None]]:
+        # raised in a replica, it travels to the ingress pickled: rebuild it with all its fields
+        return (RequestError, (self.status, self.message, self.field))
+
 
 def encode_array(array: np.ndarray) -> bytes:
     """One array -> `.npy` bytes (never pickled: object arrays are refused)."""

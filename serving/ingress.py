@@ -22,7 +22,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
@@ -110,10 +110,12 @@ def msgpack_response(message: dict[str, Any]) -> Response:
 
 
 # defined before the class: serve.ingress pickles the app's routes where it is applied
-async def sse_events(pieces: AsyncIterator[Any], started: float) -> AsyncIterator[bytes]:
+async def sse_events(
+    first: Any, pieces: AsyncIterator[Any], started: float
+) -> AsyncIterator[bytes]:
     """Server-sent events: `token` events with text pieces, then `answer` (or `error`)."""
     try:
-        async for piece in pieces:
+        async for piece in _chain(first, pieces):
             if isinstance(piece, VQAResponse):
                 timing = piece.timing.model_copy(
                     update={"server_ms": (time.perf_counter() - started) * 1000}
@@ -126,6 +128,12 @@ async def sse_events(pieces: AsyncIterator[Any], started: float) -> AsyncIterato
         logger.warning("streamed answer failed: %s", error)
         message = json.dumps({"detail": "the answer failed mid-stream; retry"})
         yield f"event: error\ndata: {message}\n\n".encode()
+
+
+async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 @serve.deployment(name="Ingress")
@@ -151,11 +159,20 @@ class Ingress:
         self._encoder: EncoderInfo | None = None
 
     async def _call(self, handle: DeploymentHandle, method: str, *args: Any) -> Any:
+        return await self._await(getattr(handle, method).remote(*args), method)
+
+    async def _await(self, pending: Any, method: str) -> Any:
+        """A deployment's answer; a dead or restarting replica is a 503 (clients retry)."""
         try:
-            return await getattr(handle, method).remote(*args)
+            return await pending
         except UNAVAILABLE as error:
             logger.warning("deployment unavailable for %s: %s", method, error)
             raise RequestError(503, f"the {method} service is restarting; retry") from None
+        except RayTaskError as error:  # a replica refused the request (checks that need the model)
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, RequestError):
+                raise RequestError(cause.status, cause.message, cause.field) from None
+            raise
 
     async def models_info(self) -> dict[str, ModelInfo]:
         if self._models is None:
@@ -232,8 +249,12 @@ class Ingress:
         if parsed.stream:
             handle = self.vqa_handle().options(stream=True)
             pieces = cast(AsyncIterator[Any], handle.stream_answer.remote(parsed))
-            return StreamingResponse(sse_events(pieces, started), media_type="text/event-stream")
+            # the first piece before the headers: a refused request is still a 4xx
+            first = await self._await(anext(pieces), "stream_answer")
+            events = sse_events(first, pieces, started)
+            return StreamingResponse(events, media_type="text/event-stream")
         result: VQAResponse = await self._call(self.vqa_handle(), "answer", parsed)
+        record_batch_size("/v1/vqa", result.timing.batch_size)
         timing = result.timing.model_copy(
             update={"server_ms": (time.perf_counter() - started) * 1000}
         )

@@ -20,7 +20,14 @@ from ray import serve
 from serving.config import ServingConfig
 from serving.merging import BatchMerger
 from serving.planner import configure_batch, configure_torch
-from serving.vqa_model import Answer, answer_batch, decode, load_vqa, stream_tokens
+from serving.vqa_model import (
+    Answer,
+    answer_batch,
+    check_fits,
+    decode,
+    load_vqa,
+    stream_tokens,
+)
 from serving.vqa_schemas import VQAInfo, VQARequest, VQAResponse, VQATiming
 
 Job = tuple[VQARequest, float]  # the request and when it reached the replica (perf_counter)
@@ -58,6 +65,7 @@ class VQA:
 
     async def answer(self, request: VQARequest) -> VQAResponse:
         """Answer one question; joins whatever batch is forming."""
+        check_fits(self.loaded, request)
         return await self._answer_batch((request, time.perf_counter()))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=16)
@@ -75,6 +83,7 @@ class VQA:
     async def stream_answer(self, request: VQARequest) -> AsyncIterator[str | VQAResponse]:
         """Text pieces as they are generated, then the whole `VQAResponse`."""
         started = time.perf_counter()
+        check_fits(self.loaded, request)
         pieces, thread, result = await asyncio.to_thread(stream_tokens, self.loaded, request)
         done = object()
         while (piece := await asyncio.to_thread(next, pieces, done)) is not done:

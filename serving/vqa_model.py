@@ -35,6 +35,7 @@ from modeling.vlm_checkpoints import (
 )
 from modeling.vlm_prompts import build_prompt
 from serving.bundles import local_path
+from serving.codec import RequestError
 from serving.config import VQASettings
 from serving.vqa_schemas import VQARequest, VQATiming
 
@@ -120,6 +121,36 @@ class Answer:
     text: str
     num_tokens: int
     timing: VQATiming
+
+
+def context_length(lm: Any) -> int | None:
+    """The LM's position limit (`max_position_embeddings`, GPT-2's `n_positions`), if known."""
+    config = getattr(lm, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(loaded: LoadedVQA, request: VQARequest) -> None:
+    """A 422 when visual tokens + prompt + new tokens exceed the LM's context (before any work)."""
+    limit = context_length(loaded.model.lm)
+    if limit is None:
+        return
+    steps, height, width = request.frames.shape[1:4]
+    grid = loaded.model.encoder.grid((1, 3, steps, height, width))
+    visual = 0 if loaded.model.blind else loaded.model.projector.config.num_visual_tokens(grid)
+    prompt = build_prompt(loaded.tokenizer, request.question)
+    total = visual + len(prompt.prefix_ids) + len(prompt.suffix_ids) + request.max_new_tokens
+    if total > limit:
+        raise RequestError(
+            422,
+            f"field 'frames' {tuple(request.frames.shape[1:])}: {visual} visual tokens + the "
+            f"question + max_new_tokens = {total} tokens, over the language model's context of "
+            f"{limit}; send fewer or smaller frames",
+            "frames",
+        )
 
 
 def visual_tokens(loaded: LoadedVQA, frames: np.ndarray) -> torch.Tensor:

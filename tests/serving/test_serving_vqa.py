@@ -179,6 +179,15 @@ def test_a_question_that_is_not_utf8_inside_msgpack_is_a_4xx(url: str) -> None:
     assert "utf-8" in response.json()["detail"].lower()
 
 
+def test_a_clip_over_the_lms_context_is_422_streamed_or_not(url: str) -> None:
+    frames = np.zeros((8, 512, 512, 3), np.uint8)  # 4 x 16 x 16 = 1024 visual tokens > 512
+    for stream in (False, True):
+        content = body(frames=frames, stream=stream)
+        response = httpx.post(f"{url}/v1/vqa", content=content, headers=MSGPACK, timeout=60)
+        assert response.status_code == 422, response.text
+        assert "context of 512" in response.json()["detail"]
+
+
 def test_bad_video_requests_are_4xx_with_a_reason(url: str, tmp_path: Path) -> None:
     video = {**AUTH, "Content-Type": "video/mp4"}
     long = mp4(tmp_path / "long.mp4", seconds=4.0)  # 16 frames at 4 fps > 8

@@ -125,3 +125,11 @@ def test_unreadable_long_or_slow_videos_are_422_not_500(tmp_path: Path) -> None:
         status, message = status_and_message(call)
         assert status == 422 and words in message, message
         assert str(tmp_path) not in message and "vjepa-vqa-" not in message
+
+
+def test_request_errors_survive_pickling() -> None:
+    """A replica's refusal reaches the ingress pickled; it must stay a 4xx with its message."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(RequestError(422, "too long", "frames")))
+    assert (error.status, error.message, error.field) == (422, "too long", "frames")
