@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from flows.commands.common import UsageError, add_job_arguments, emit_json, scale_config
 
@@ -22,11 +23,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="curated dataset (folder or s3:// prefix)")
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
     parser.add_argument(
-        "--preset", default="tiny", help="encoder preset: tiny, small, vitl, vith, vitg"
+        "--preset",
+        default=None,
+        help="encoder preset: tiny (default), small, vitl, vith, vitg; with --init: the checkpoint's",
+    )
+    parser.add_argument(
+        "--init",
+        default=None,
+        metavar="CKPT",
+        help="start from an official pretraining .pt, a Hugging Face vjepa2 folder or a run folder",
     )
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per worker and step")
     parser.add_argument("--lr", type=float, default=5.25e-4, help="peak learning rate")
+    parser.add_argument(
+        "--warmup-fraction",
+        type=float,
+        default=0.1,
+        help="share of the steps spent warming up (default 0.1; fine-tuning: 0.02)",
+    )
     parser.add_argument(
         "--ema", type=float, default=0.99925, help="EMA momentum of the target encoder"
     )
@@ -60,6 +75,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _preset_and_init(args: argparse.Namespace) -> dict[str, Any]:
+    """`preset` (and `init`): from the --init checkpoint when given, which --preset must match."""
+    if args.init is None:
+        return {} if args.preset is None else {"preset": args.preset}
+    from modeling.checkpoints import CheckpointError
+    from tasks.runtime import local_uri
+    from tasks.training.pretrain_init import resolve_preset
+
+    init = local_uri(args.init)
+    try:
+        return {"preset": resolve_preset(init, args.preset), "init": init}
+    except (CheckpointError, FileNotFoundError) as error:
+        raise UsageError(f"--init {args.init}: {error}") from error
+
+
 def run(args: argparse.Namespace) -> int:
     from tasks.runtime import local_uri
     from tasks.training.launch import ExistingRunError, ScaleError
@@ -69,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
         config = PretrainConfig(
             data=local_uri(args.data),
             output=local_uri(args.output),
-            preset=args.preset,
+            **_preset_and_init(args),
             steps=args.steps,
             batch_size=args.batch_size,
             peak_lr=args.lr,
+            warmup_fraction=args.warmup_fraction,
             ema_momentum=args.ema,
             ema_final=args.ema_final,
             grad_clip=args.grad_clip or None,

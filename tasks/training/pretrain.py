@@ -81,6 +81,9 @@ class PretrainConfig:
     log_every: int = 10
     seed: int = 0
     resume: bool = False
+    # Start from these weights (`tasks.training.pretrain_init`: an official pretraining .pt, a
+    # Hugging Face vjepa2 folder or a platform run); `preset` is then the checkpoint's.
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.checkpoint_every, self.shuffle_buffer) < 1:
@@ -94,7 +97,8 @@ class PretrainConfig:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
-        encoder_presets.preset(self.preset)  # unknown preset names fail here, before Ray starts
+        if self.init is None:  # unknown preset names fail here, before Ray starts
+            encoder_presets.preset(self.preset)
 
     def schedule(self) -> LRSchedule:
         warmup = int(self.steps * self.warmup_fraction)
@@ -123,12 +127,8 @@ class PretrainJob:
         torch.manual_seed(config.seed)
         self.config = config
         self.context = context
-        encoder_config = encoder_presets.preset(config.preset)
-        encoder = VisionEncoder(encoder_config)
-        predictor = Predictor(predictor_presets.tiny(encoder_config.width))
-        if config.preset != "tiny":
-            predictor = Predictor(predictor_presets.paper(encoder_config.width))
-        self.target = context.prepare_frozen(copy.deepcopy(encoder).requires_grad_(False))
+        encoder, predictor, target = initial_models(config)
+        self.target = context.prepare_frozen(target.requires_grad_(False))
         # `prepare` moves the modules in place and may wrap them in DDP; keep both views.
         self.online_encoder, self.online_predictor = encoder, predictor
         self.encoder: nn.Module = context.prepare(encoder)
@@ -144,7 +144,7 @@ class PretrainJob:
         low, high = config.crop_scale  # a list after a JSON round trip
         self.augment = AugmentConfig(scale=(float(low), float(high)))
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:  # a resumed run loads it over the --init weights
         return {
             "encoder": self.online_encoder.state_dict(),
             "predictor": self.online_predictor.state_dict(),
@@ -228,6 +228,24 @@ class PretrainJob:
         )
         write_summary(output, summary)
         return summary
+
+
+def initial_models(config: PretrainConfig) -> tuple[VisionEncoder, Predictor, VisionEncoder]:
+    """(online encoder, predictor, EMA target): the --init weights, else the preset's, random."""
+    if config.init is not None:
+        import tempfile
+
+        from tasks.training.pretrain_init import load_init, local_init
+
+        with tempfile.TemporaryDirectory(prefix="vjepa-init-") as scratch:
+            models = load_init(local_init(config.init, scratch))
+        return models.encoder, models.predictor, models.target
+    encoder_config = encoder_presets.preset(config.preset)
+    encoder = VisionEncoder(encoder_config)
+    predictor = Predictor(predictor_presets.tiny(encoder_config.width))
+    if config.preset != "tiny":
+        predictor = Predictor(predictor_presets.paper(encoder_config.width))
+    return encoder, predictor, copy.deepcopy(encoder)
 
 
 def pretrain_loop(config_values: dict[str, Any]) -> None:
