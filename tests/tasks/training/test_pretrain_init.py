@@ -151,3 +151,29 @@ def test_run_folders_and_strict_loading(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match=r"unexpected keys: head\.weight"):
         load_init(extra)
+
+
+def test_hugging_face_folder(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.VJEPA2Config(
+        crop_size=64,
+        frames_per_clip=4,
+        hidden_size=96,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        pred_hidden_size=48,
+        pred_num_attention_heads=1,
+        pred_num_hidden_layers=1,
+        pred_num_mask_tokens=2,
+    )
+    transformers.VJEPA2Model(config).save_pretrained(tmp_path / "hf")
+    models = load_init(tmp_path / "hf")
+    assert (models.encoder.config.width, models.predictor.config.width) == (96, 48)
+    for ours, theirs in zip(models.target.parameters(), models.encoder.parameters(), strict=True):
+        assert torch.equal(ours, theirs)  # the EMA target starts as the encoder
+    assert resolve_preset(str(tmp_path / "hf"), None) == "checkpoint"  # no named preset
+    job = PretrainJob(
+        _config(tmp_path, tmp_path / "hf", preset="checkpoint"), WorkerContext.local()
+    )
+    assert torch.isfinite(torch.tensor(job.train_step(sample_clips(2), 0)["loss"]))
