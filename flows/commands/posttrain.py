@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--trajectories", required=True, help="LeRobot v3 dataset (folder or s3://)"
     )
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per worker and step")
     parser.add_argument("--frames", type=int, default=3, help="frames per window (default 3)")
     parser.add_argument(
