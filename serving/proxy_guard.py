@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.config import Limits, ServingConfig
 from serving.metrics import INGRESS_HEADER
+
+if TYPE_CHECKING:  # serving.config imports modeling (torch): not in every proxy process
+    from serving.config import Limits, ServingConfig
 
 UNAVAILABLE_DETAIL = "the service is restarting; retry"
 CALLBACK_VARIABLE = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -184,10 +186,17 @@ def proxy_callback() -> list[Any]:
     `HTTPOptions.middlewares` is gone from Serve; its proxy callback is the supported hook.
     The limits travel in `MAX_HEADER_VARIABLE` and `HEADER_TIMEOUT_VARIABLE`.
     """
-    defaults = Limits()
-    max_header_bytes = int(os.environ.get(MAX_HEADER_VARIABLE, defaults.max_header_bytes))
-    header_timeout_s = float(os.environ.get(HEADER_TIMEOUT_VARIABLE, defaults.header_timeout_s))
-    return proxy_middlewares(max_header_bytes, header_timeout_s)
+    max_header, timeout = (
+        os.environ.get(MAX_HEADER_VARIABLE),
+        os.environ.get(HEADER_TIMEOUT_VARIABLE),
+    )
+    if max_header is None or timeout is None:  # set by hand without the limits: the defaults
+        from serving.config import Limits
+
+        defaults = Limits()
+        max_header = max_header or str(defaults.max_header_bytes)
+        timeout = timeout or str(defaults.header_timeout_s)
+    return proxy_middlewares(int(max_header), float(timeout))
 
 
 def proxy_environment(limits: Limits) -> dict[str, str]:
