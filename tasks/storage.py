@@ -5,38 +5,5 @@ Kept so that `from tasks import storage` keeps working; new code imports `storag
 
 from __future__ import annotations
 
-from storage import (
-    S3_SCHEMES,
-    cached_copy,
-    download,
-    exists,
-    filesystem,
-    is_remote,
-    join,
-    local_path,
-    publish_folder,
-    pyarrow_filesystem,
-    read_bytes,
-    storage_options,
-    unstrip,
-    upload_file,
-    write_bytes,
-)
-
-__all__ = [
-    "S3_SCHEMES",
-    "cached_copy",
-    "download",
-    "exists",
-    "filesystem",
-    "is_remote",
-    "join",
-    "local_path",
-    "publish_folder",
-    "pyarrow_filesystem",
-    "read_bytes",
-    "storage_options",
-    "unstrip",
-    "upload_file",
-    "write_bytes",
-]
+from storage import *  # noqa: F403 - the same names, one definition
+from storage import __all__ as __all__
