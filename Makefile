@@ -19,4 +19,5 @@ test: lint
 	$(PY) -m pytest
 
 bench: setup
+	bash benchmarks/setup_peer.sh  # curation's peer (video2dataset) in its own venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

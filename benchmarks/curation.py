@@ -12,7 +12,7 @@ counts (the machine is shared).
 
 Peer: `video2dataset` 1.3.0 (PyPI) on the same files in the same run, configured for the same
 frame rate, resize and crop: its subsampler stages as its `SubsetWorker` chains them
-(`benchmarks/peer_video2dataset.py`, run in the peer's own venv `.venv-peer`, made by
+(`benchmarks/peers/video2dataset_stages.py`, run in the peer's own venv `.venv-peer`, made by
 `benchmarks/setup_peer.sh`), `--parallel` worker processes. Its frames are the frames of the
 mp4s it writes.
 
@@ -48,7 +48,7 @@ from tasks.curation.pipeline import plan_curation, run_pending
 SIZES = ("1280x720", "960x540", "854x480")
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
-PEER_SCRIPT = ROOT / "benchmarks" / "peer_video2dataset.py"
+PEER_SCRIPT = ROOT / "benchmarks" / "peers" / "video2dataset_stages.py"
 TASK_WORKERS = ("ray::IDLE", "ray::Map")  # process names of Ray workers (idle, running a map task)
 
 

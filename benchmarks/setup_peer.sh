@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 [ -x .venv-peer/bin/python ] || "$PYTHON" -m venv .venv-peer
 .venv-peer/bin/pip install --quiet --no-deps video2dataset==1.3.0 ffmpeg-python==0.2.0 future==1.0.0
-.venv-peer/bin/python benchmarks/peer_video2dataset.py --help >/dev/null
+.venv-peer/bin/python benchmarks/peers/video2dataset_stages.py --help >/dev/null
 echo "peer ready: $(.venv-peer/bin/pip show video2dataset | grep -i '^version')"
