@@ -198,6 +198,7 @@ class Ingress:
             encoder=await self.encoder_info(),
             batching=batching.enabled,
             max_batch_size=batching.effective_batch_size,
+            vqa=await self.vqa_info() if self.vqa is not None else None,
         )
 
     @app.post("/v1/plan")

@@ -20,6 +20,7 @@ from serving.codec import (
     optional_str,
     required,
 )
+from serving.vqa_schemas import VQAInfo
 
 PLAN_FIELDS = ("frames", "state", "goal", "previous_plan", "model", "seed")
 EMBED_FIELDS = ("frames", "pool")
@@ -57,6 +58,7 @@ class ModelsResponse(BaseModel):
     encoder: EncoderInfo
     batching: bool
     max_batch_size: int
+    vqa: VQAInfo | None = None  # the /v1/vqa model, when one is served
 
 
 class HealthResponse(BaseModel):

@@ -92,6 +92,8 @@ def mp4(path: Path, seconds: float = 1.0) -> bytes:
 
 def test_answer_over_http_equals_in_process_generate(url: str, reference: LoadedVQA) -> None:
     with VQAClient(url, TOKEN) as client:
+        info = client.models()["vqa"]
+        assert (info["max_frames"], info["image_size"], info["max_batch_size"]) == (8, 64, 8)
         for seed, question in ((0, QUESTION), (1, "which way does the ball move?")):
             reply = client.ask(clip(seed), question)
             assert reply.answer == expected(reference, clip(seed), question)
