@@ -1,0 +1,169 @@
+"""VQA inputs: sample QA tables, QA table formats, LM folders, the tiny LM, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main
+from modeling.checkpoints import CheckpointError
+from tasks import sample_videos as sv
+from tasks.vqa.align import AlignConfig, check_questions
+from tasks.vqa.lm import LMFolderError, load_lm
+from tasks.vqa.qa import QUESTIONS, TEST, TRAIN, corpus_lines, read_qa, sample_qa_table
+
+
+def labels(count: int = 16) -> pa.Table:
+    return sv.labels_table(sv.make_specs(count, seconds=1.0), "/data/videos")
+
+
+def test_sample_qa_holds_out_videos_and_one_phrasing_per_type() -> None:
+    table = sample_qa_table(labels(16)).to_pylist()
+    assert {row["type"] for row in table} == {"shape", "colour", "direction", "speed"}
+    train_sources = {row["source"] for row in table if row["split"] == TRAIN}
+    test_sources = {row["source"] for row in table if row["split"] == TEST}
+    assert test_sources and not train_sources & test_sources
+    for kind, (_, phrasings) in QUESTIONS.items():
+        held = phrasings[-1]
+        asked = [row for row in table if row["type"] == kind and row["question"] == held]
+        assert asked and all(row["split"] == TEST for row in asked)
+        assert len({r["question"] for r in table if r["type"] == kind and r["split"] == TRAIN}) > 1
+    speeds = {row["answer"] for row in table if row["type"] == "speed"}
+    assert speeds == set(sv.SPEEDS)
+
+
+def test_speed_label_changes_the_motion_over_time() -> None:
+    fast_end = sv.VideoSpec("a.mp4", "right", "disc", "red", ".mp4", 10, 160, 120, 2.0, 1)
+    slow_end = sv.VideoSpec(
+        "b.mp4", "right", "disc", "red", ".mp4", 10, 160, 120, 2.0, 1, speed=sv.SPEEDS[1]
+    )
+    for spec, early_faster in ((fast_end, False), (slow_end, True)):
+        early = sv.distance(spec, 0.5, 10.0) - sv.distance(spec, 0.0, 10.0)
+        late = sv.distance(spec, 2.0, 10.0) - sv.distance(spec, 1.5, 10.0)
+        assert (early > late) == early_faster
+        assert sv.distance(spec, 2.0, 10.0) == pytest.approx(20.0)  # same mean speed
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_qa_tables_in_text_formats_split_by_source(tmp_path: Path, suffix: str) -> None:
+    rows = [
+        {"source": f"v{i}.mp4", "question": "What colour?", "answer": "red", "type": "colour"}
+        for i in range(8)
+    ]
+    path = tmp_path / f"qa{suffix}"
+    if suffix == ".csv":
+        path.write_text(
+            "source,question,answer,type\n"
+            + "".join(f"{r['source']},{r['question']},{r['answer']},{r['type']}\n" for r in rows)
+        )
+    else:
+        import json
+
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    items = read_qa(str(path))
+    assert len(items) == 8 and {item.type for item in items} == {"colour"}
+    assert {item.split for item in items} == {TRAIN, TEST}
+
+
+def test_non_utf8_and_empty_questions_are_clear_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "qa.csv"
+    broken.write_bytes(b"source,question,answer\nv.mp4,\xff\xfe what,red\n")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_qa(str(broken))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([{"source": "v.mp4", "question": "  ", "answer": "red"}]), empty
+    )
+    with pytest.raises(ValueError, match="row 0: question is empty"):
+        check_questions(read_qa(str(empty)), str(empty))
+    long = tmp_path / "long.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([{"source": "v.mp4", "question": "why " * 200, "answer": "x"}]), long
+    )
+    with pytest.raises(ValueError, match="limit is 512"):
+        check_questions(read_qa(str(long)), str(long))
+
+
+def test_align_config_refuses_train_lm_with_lora() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        AlignConfig("random:tiny", "lm", "d", "q", "o", train_lm=True, lora_rank=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-lm")
+    qa = root / "qa.parquet"
+    pq.write_table(sample_qa_table(labels(8)), qa)
+    output = root / "lm"
+    code = main(
+        [
+            "make-tiny-lm",
+            "--corpus",
+            str(qa),
+            "--output",
+            str(output),
+            "--steps",
+            "3",
+            "--width",
+            "32",
+        ]
+    )
+    assert code == 0
+    return output
+
+
+def test_tiny_lm_loads_like_any_hugging_face_lm(tiny_lm_folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(str(tiny_lm_folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_lm_folder))
+    assert type(lm).__name__ == "LlamaForCausalLM"
+    assert lm.config.vocab_size == len(tokenizer) and tokenizer.eos_token_id is not None
+    model, tok = load_lm(str(tiny_lm_folder))
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_corpus_has_context_lines_before_questions() -> None:
+    items = read_qa_from(sample_qa_table(labels(8)))
+    lines = corpus_lines(items)
+    assert len(lines) == 2 * sum(item.split == TRAIN for item in items)
+    assert all("Question:" in line for line in lines)
+
+
+def read_qa_from(table: pa.Table) -> list:  # type: ignore[type-arg]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "qa.parquet"
+        pq.write_table(table, path)
+        return read_qa(str(path))
+
+
+def test_lm_folder_without_tokenizer_is_a_clear_error(tiny_lm_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_lm_folder, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (bare / name).unlink(missing_ok=True)
+    with pytest.raises(LMFolderError, match="no tokenizer"):
+        load_lm(str(bare))
+    with pytest.raises(LMFolderError, match="no config.json"):
+        load_lm(str(tmp_path))
+
+
+def test_make_tiny_lm_with_a_missing_corpus_exits_2(tmp_path: Path) -> None:
+    missing = tmp_path / "none.parquet"
+    assert main(["make-tiny-lm", "--corpus", str(missing), "--output", str(tmp_path / "o")]) == 2
+
+
+def test_eval_of_a_folder_that_is_no_model_exits_2(tmp_path: Path) -> None:
+    code = main(["eval-vqa", "--model", str(tmp_path), "--data", "d", "--qa", str(tmp_path / "q")])
+    assert code == 2
+
+
+def test_checkpoint_error_is_a_value_error() -> None:
+    assert issubclass(CheckpointError, ValueError)  # the CLI turns it into exit 2
