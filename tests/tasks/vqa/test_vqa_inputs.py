@@ -122,7 +122,7 @@ def test_tiny_lm_loads_like_any_hugging_face_lm(tiny_lm_folder: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_lm_folder))
     assert type(lm).__name__ == "LlamaForCausalLM"
     assert lm.config.vocab_size == len(tokenizer) and tokenizer.eos_token_id is not None
-    model, tok = load_lm(str(tiny_lm_folder))
+    model, _tokenizer = load_lm(str(tiny_lm_folder))
     assert not any(p.requires_grad for p in model.parameters())
 
 
@@ -151,7 +151,7 @@ def test_lm_folder_without_tokenizer_is_a_clear_error(tiny_lm_folder: Path, tmp_
         (bare / name).unlink(missing_ok=True)
     with pytest.raises(LMFolderError, match="no tokenizer"):
         load_lm(str(bare))
-    with pytest.raises(LMFolderError, match="no config.json"):
+    with pytest.raises(LMFolderError, match=r"no config\.json"):
         load_lm(str(tmp_path))
 
 
