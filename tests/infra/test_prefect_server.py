@@ -33,7 +33,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 180) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 420) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert process.poll() is None, "prefect server exited"
