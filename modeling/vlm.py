@@ -101,6 +101,13 @@ class VisualProjector(nn.Module):
     def __init__(self, config: VisualProjectorConfig) -> None:
         super().__init__()
         self.config = config
+        # Per-channel standardisation of the frozen features, fit once on the training clips:
+        # the tokens of all clips share a large common component (about half their variance
+        # on the sample videos), which slowed the projector's first steps several-fold.
+        self.register_buffer("feature_mean", torch.zeros(config.encoder_width))
+        self.register_buffer("feature_scale", torch.ones(config.encoder_width))
+        self.feature_mean: Tensor
+        self.feature_scale: Tensor
         if config.kind == "mlp":
             self.mlp = MLP(config.encoder_width, config.hidden_width, config.lm_width)
         else:
@@ -117,6 +124,13 @@ class VisualProjector(nn.Module):
             self.cross_attention_block = CrossAttentionBlock(pooler)
             self.linear = nn.Linear(config.encoder_width, config.lm_width)
 
+    @torch.no_grad()
+    def fit_feature_statistics(self, features: Tensor) -> None:
+        """Set the input standardisation from training features `(..., De)`."""
+        flat = features.reshape(-1, features.shape[-1]).float()  # (M*N, De)
+        self.feature_mean.copy_(flat.mean(0))
+        self.feature_scale.copy_(1.0 / (flat.std(0) + 1e-3))
+
     def forward(self, tokens: Tensor, grid: tuple[int, int, int]) -> Tensor:
         config = self.config
         if tokens.ndim != 3 or tokens.shape[-1] != config.encoder_width:
@@ -127,6 +141,7 @@ class VisualProjector(nn.Module):
         steps, height, width = grid
         if steps * height * width != tokens.shape[1]:
             raise ValueError(f"{tokens.shape[1]} tokens do not fill the grid {tuple(grid)}")
+        tokens = (tokens - self.feature_mean) * self.feature_scale  # (B, N, De)
         if config.kind == "attentive":
             queries = self.query_tokens.expand(tokens.shape[0], -1, -1)  # (B, Q, De)
             return self.linear(self.cross_attention_block(queries, tokens))  # (B, Q, Dl)

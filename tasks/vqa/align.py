@@ -217,7 +217,9 @@ def build_model(
     else:
         projector_config = vlm.attentive(encoder.config.width, width, clips.features.shape[1])
     torch.manual_seed(config.seed)
-    projector = VisualProjector(projector_config).to(context.device)
+    projector = VisualProjector(projector_config)
+    projector.fit_feature_statistics(clips.features)
+    projector = projector.to(context.device)
     lm = apply_training_mode(lm, config).to(context.device)
     model = VideoLanguageModel(encoder, projector, lm, blind=config.blind)
     return model, tokenizer, fingerprints

@@ -215,3 +215,20 @@ def test_checkpoint_round_trip_and_component_checks(
 def test_folder_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"no vlm\.json"):
         read_manifest(tmp_path)
+
+
+def test_feature_statistics_standardise_inputs_and_travel_with_the_checkpoint(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    features = 3.0 + 0.5 * torch.randn(20, 8, 64)
+    projector = VisualProjector(mlp(64, 64, pool=1))
+    before = projector(features, (1, 2, 4))
+    projector.fit_feature_statistics(features)
+    standard = (features - features.reshape(-1, 64).mean(0)) / (
+        features.reshape(-1, 64).std(0) + 1e-3
+    )
+    torch.testing.assert_close(projector(features, (1, 2, 4)), projector.mlp(standard))
+    assert not torch.allclose(before, projector(features, (1, 2, 4)))
+    encoder, lm = tiny_encoder(), tiny_lm(tokenizer)
+    save_vlm(tmp_path, projector, manifest_for(encoder, lm))
+    torch.testing.assert_close(load_projector(tmp_path).feature_mean, projector.feature_mean)
