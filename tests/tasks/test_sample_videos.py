@@ -79,5 +79,6 @@ def test_writes_to_s3(s3_bucket: str) -> None:
     fs, root = storage.filesystem(f"{s3_bucket}/samples")
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root)) == [
         "labels.parquet",
+        "qa.parquet",
         "sample_0000.mp4",
     ]
