@@ -7,6 +7,7 @@ per-episode table, beside a PNG of the final distances.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import storage
 from tasks.planning.evaluate import EvalConfig, Planner, evaluate, plot_distances
+from tasks.planning.summary import PlanningSummary
 
 ARTIFACT_KEY = "eval-planning"
 
@@ -37,9 +39,14 @@ class HttpPlanner:
             ) from error
         self.client = PlannerClient(url, token)
         self.model = model
+        # read by the eval's controller, as on `WorldModelPlanner`: the served spread and no-op
+        self.last_spread: float | None = None
+        self.last_confident = True
 
     def plan(self, frame: Any, state: Any, goal: Any, previous_plan: Any = None) -> Any:
-        return self.client.plan(frame, state, goal, previous_plan, model=self.model).actions
+        result = self.client.plan(frame, state, goal, previous_plan, model=self.model)
+        self.last_spread, self.last_confident = result.energy_spread, not result.noop
+        return result.actions
 
     def control_fps(self) -> float | None:
         """The served model's control rate from `/v1/models` (the default model unless named)."""
@@ -69,27 +76,27 @@ def make_planner(
 @task(name="closed-loop-episodes", cache_policy=NO_CACHE)
 def run_episodes(
     config: EvalConfig, server: str | None, token_env: str | None, model_fps: float | None
-) -> dict[str, Any]:
+) -> PlanningSummary:
     """Planner and random baseline on the same seeded episodes; progress on stderr."""
     planner, fps = make_planner(config, server, token_env)
-    return evaluate(config, planner, model_fps=fps or model_fps)
+    return PlanningSummary.from_dict(evaluate(config, planner, model_fps=fps or model_fps))
 
 
-def _markdown(summary: dict[str, Any], plot: str | None) -> str:
+def _markdown(summary: PlanningSummary, plot: str | None) -> str:
     rows = "\n".join(
-        f"| {p['episode']} | {p['initial_distance']:.3f} | {p['final_distance']:.3f} "
-        f"| {'yes' if p['success'] else 'no'} | {r['final_distance']:.3f} "
-        f"| {'yes' if r['success'] else 'no'} |"
-        for p, r in zip(summary["planner_episodes"], summary["random_episodes"], strict=True)
+        f"| {p.episode} | {p.initial_distance:.3f} | {p.final_distance:.3f} "
+        f"| {'yes' if p.success else 'no'} | {r.final_distance:.3f} "
+        f"| {'yes' if r.success else 'no'} |"
+        for p, r in zip(summary.planner_episodes, summary.random_episodes, strict=True)
     )
     return (
-        f"# Closed-loop planning in {summary['env']}\n\n"
-        f"World model `{summary['checkpoint']}`, {summary['episodes']} episodes, at most "
-        f"{summary['steps']} planning steps, tolerance {summary['tolerance']}.\n\n"
+        f"# Closed-loop planning in {summary.env}\n\n"
+        f"World model `{summary.checkpoint}`, {summary.episodes} episodes, at most "
+        f"{summary.steps} planning steps, tolerance {summary.tolerance}.\n\n"
         "| controller | success rate | mean final distance |\n| --- | --- | --- |\n"
-        f"| planner (CEM) | {summary['success_rate']:.2f} | {summary['mean_final_distance']:.3f} |\n"
-        f"| random actions | {summary['random_success_rate']:.2f} "
-        f"| {summary['random_mean_final_distance']:.3f} |\n\n"
+        f"| planner (CEM) | {summary.success_rate:.2f} | {summary.mean_final_distance:.3f} |\n"
+        f"| random actions | {summary.random_success_rate:.2f} "
+        f"| {summary.random_mean_final_distance:.3f} |\n\n"
         f"Plot: `{plot}`\n\n"
         "| episode | start distance | planner final | planner success | random final "
         f"| random success |\n| --- | --- | --- | --- | --- | --- |\n{rows}\n"
@@ -97,17 +104,19 @@ def _markdown(summary: dict[str, Any], plot: str | None) -> str:
 
 
 @task(name="publish-eval-planning", cache_policy=NO_CACHE)
-def publish(summary: dict[str, Any], output: str) -> dict[str, Any]:
-    """results.json, final_distance.png and the markdown artifact; returns the file URIs."""
+def publish(summary: PlanningSummary, output: str) -> PlanningSummary:
+    """results.json, final_distance.png and the markdown artifact; the summary with their URIs."""
     import json
 
-    plot = plot_distances(summary, storage.join(output, "final_distance.png"))
+    plot = plot_distances(summary.as_dict(), storage.join(output, "final_distance.png"))
     results = storage.join(output, "results.json")
-    storage.write_bytes(results, json.dumps(summary, indent=2, sort_keys=True).encode())
+    published = dataclasses.replace(summary, plot=plot, results=results)
+    payload = dataclasses.replace(published, results=None).payload()
+    storage.write_bytes(results, json.dumps(payload, indent=2, sort_keys=True).encode())
     create_markdown_artifact(
         key=ARTIFACT_KEY, markdown=_markdown(summary, plot), description="vjepa eval-planning"
     )
-    return {"plot": plot, "results": results}
+    return published
 
 
 @flow(name="eval-planning")
@@ -117,7 +126,6 @@ def eval_planning_flow(
     server: str | None = None,
     token_env: str | None = None,
     model_fps: float | None = None,
-) -> dict[str, Any]:
-    """Evaluate receding-horizon planning against random actions; returns the summary."""
-    summary = run_episodes(config, server, token_env, model_fps)
-    return {**summary, **publish(summary, output)}
+) -> PlanningSummary:
+    """Evaluate receding-horizon planning against random actions; returns the typed summary."""
+    return publish(run_episodes(config, server, token_env, model_fps), output)

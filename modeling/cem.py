@@ -78,6 +78,11 @@ class CEMResult:
     spread: torch.Tensor | None = None  # (num_iterations, R)
     confident: torch.Tensor | None = None  # (R,) bool
 
+    @property
+    def noop(self) -> torch.Tensor | None:
+        """(R,) bool: the planner declined to act (below the noise floor); None if unknown."""
+        return None if self.confident is None else ~self.confident
+
 
 def shift_plan(plan: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
     """Receding-horizon warm start: drop the executed first action, repeat the last (or `fill`)."""

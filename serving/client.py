@@ -120,6 +120,10 @@ class _Client:
         return dict(self._send("GET", "/v1/models").json())
 
 
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         return str(response.json().get("detail", response.text))
@@ -154,6 +158,8 @@ class PlannerClient(_Client):
             actions=decode_array("actions", reply["actions"]),
             energy=float(reply["energy"]),
             model=str(reply["model"]),
+            energy_spread=_optional_float(reply.get("energy_spread")),
+            noop=bool(reply.get("noop", False)),
             batch_size=int(timing.get("batch_size", 1)),
             queue_ms=float(timing.get("queue_ms", 0.0)),
             plan_ms=float(timing.get("plan_ms", 0.0)),

@@ -96,11 +96,15 @@ class FleetPlanner:
         plan_ms = (time.perf_counter() - started) * 1000
         plans = result.plan.float().cpu().numpy()  # (R, H, A)
         energies = result.energy.float().cpu()  # (R,)
+        spreads = None if result.spread is None else result.spread[0].float().cpu()  # (R,)
+        noops = None if result.noop is None else result.noop.cpu()  # (R,) bool
         return [
             PlanResult(
                 actions=plans[i],
                 energy=float(energies[i]),
                 model=name,
+                energy_spread=None if spreads is None else float(spreads[i]),
+                noop=False if noops is None else bool(noops[i]),
                 batch_size=len(requests),
                 plan_ms=plan_ms,
             )

@@ -91,6 +91,13 @@ class PlanResult(_Arrays):
     actions: np.ndarray  # (H_plan, A) float32
     energy: float
     model: str
+    # std / mean of the first CEM iteration's candidate energies: how much the model's energy
+    # depends on the action here (None: not reported, e.g. an older server)
+    energy_spread: float | None = None
+    # True: the spread was below the model's noise floor (`min_relative_spread`), so the planner
+    # declined to act: `actions` is the centre of the bounds (the no-op) and the client should
+    # not warm-start the next request from it
+    noop: bool = False
     batch_size: int = 1
     queue_ms: float = 0.0
     plan_ms: float = 0.0
@@ -101,6 +108,8 @@ class PlanResult(_Arrays):
             "actions": self.actions.astype(np.float32),
             "energy": float(self.energy),
             "model": self.model,
+            "energy_spread": None if self.energy_spread is None else float(self.energy_spread),
+            "noop": bool(self.noop),
             "timing": {
                 "batch_size": self.batch_size,
                 "queue_ms": self.queue_ms,

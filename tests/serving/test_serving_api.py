@@ -97,6 +97,7 @@ def test_plan_per_model_with_warm_start_and_seed(url: str) -> None:
     assert cart.actions.shape == (2, 3) and cart.model == "cart"
     for result in (arm, cart, warm):
         assert np.all(np.abs(result.actions) <= 1.0) and np.isfinite(result.energy)
+        assert result.energy_spread is not None and result.energy_spread > 0 and not result.noop
         assert result.server_ms >= result.plan_ms > 0
 
 

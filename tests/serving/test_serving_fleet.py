@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from modeling.world_model import WorldModel
 from serving.fleet import FleetPlanner, GroupKey, group_requests
 from serving.schemas import PlanRequest
 
-from .conftest import tiny_world_model
+from .conftest import SMALL_CEM, tiny_world_model
 
 
 class CountingWorldModel(WorldModel):
@@ -102,3 +103,18 @@ def test_warm_start_is_shifted_and_kept_within_bounds(fleet: FleetPlanner) -> No
 def test_unknown_model_is_an_error(fleet: FleetPlanner) -> None:
     with pytest.raises(KeyError, match="unknown model"):
         fleet.plan_group("nope", [request(model="nope")])
+
+
+def test_results_carry_the_energy_spread_and_the_no_op_flag() -> None:
+    source = tiny_world_model()
+    floor = replace(source.spec, cem={**SMALL_CEM, "min_relative_spread": 10.0})  # never reached
+    fleet = FleetPlanner(
+        {"acts": source, "declines": WorldModel(source.encoder, source.predictor, floor)}
+    )
+    acts, declines = fleet([request("acts", seed=4), request("declines", seed=4)])
+    assert acts.energy_spread is not None and acts.energy_spread > 0 and not acts.noop
+    # the same candidates, so the same spread; below the floor the answer is the no-op
+    assert declines.energy_spread == acts.energy_spread and declines.noop
+    np.testing.assert_array_equal(declines.actions, np.zeros((2, 2), np.float32))
+    message = declines.to_message()
+    assert message["noop"] is True and message["energy_spread"] == declines.energy_spread
