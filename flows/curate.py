@@ -1,5 +1,7 @@
 """Prefect flow behind `vjepa curate`: plan -> curate pending sources on Ray -> assemble -> summary.
 
+The flow returns a typed `CurateSummary` (read from the manifest in `tasks.curation.summary`).
+
 Thin on purpose: the work lives in `tasks.curation`; each step is a typed task
 with retries and a timeout. Retrying is safe because sources are committed one
 by one (`_staging/done/<key>.json`): a retried or re-launched run only redoes
@@ -21,7 +23,6 @@ from prefect.cache_policies import NO_CACHE
 from tasks import storage
 from tasks.curation.config import config_from_mapping
 from tasks.curation.dataset import (
-    MANIFEST,
     REJECTED,
     SourceResult,
     assemble_dataset,
@@ -29,6 +30,7 @@ from tasks.curation.dataset import (
 )
 from tasks.curation.lock import OutputLock
 from tasks.curation.pipeline import CurationPlan, plan_curation, run_pending
+from tasks.curation.summary import CurateSummary
 from tasks.runtime import ensure_ray
 
 ARTIFACT_KEY = "curate-summary"
@@ -93,14 +95,13 @@ def assemble(plan: CurationPlan, results: dict[str, SourceResult]) -> dict[str, 
 
 
 @task(name="publish-curate-summary", cache_policy=NO_CACHE)
-def publish_summary(summary: dict[str, Any], manifest: dict[str, Any]) -> str:
+def publish_summary(summary: CurateSummary) -> str:
     """The run summary as the `curate-summary` markdown artifact; returns its id."""
-    counts = manifest["counts"]
-    rows = "\n".join(f"| {key} | {value} |" for key, value in sorted(counts.items()))
+    rows = "\n".join(f"| {key} | {value} |" for key, value in sorted(summary.counts.items()))
     markdown = (
-        f"# Curated clips\n\nDataset `{summary['output']}`, version `{summary['version']}`, "
-        f"clips of shape {manifest['clip']['shape']} (T, H, W, C) at {manifest['clip']['fps']} fps "
-        f"in {len(manifest['shards'])} shards.\n\n| count | value |\n| --- | --- |\n{rows}\n\n"
+        f"# Curated clips\n\nDataset `{summary.output}`, version `{summary.version}`, "
+        f"clips of shape {summary.clip_shape} (T, H, W, C) at {summary.fps} fps "
+        f"in {summary.num_shards} shards.\n\n| count | value |\n| --- | --- |\n{rows}\n\n"
         f"Rejected inputs are listed in `{REJECTED}` with the stage and reason."
     )
     artifact_id = create_markdown_artifact(
@@ -112,7 +113,7 @@ def publish_summary(summary: dict[str, Any], manifest: dict[str, Any]) -> str:
 @flow(name="curate")
 def curate_flow(
     inputs: list[str], output: str, config: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> CurateSummary:
     """Curate `inputs` (files, folders, globs, s3:// prefixes) into a clip dataset at `output`.
 
     The run holds the output's lock throughout (`OutputLock`): a second run on the same output
@@ -124,15 +125,6 @@ def curate_flow(
         results = curate_sources(plan)
         lock.check()  # publish only while the lock is still this run's
         manifest = assemble(plan, results)
-    counts = manifest["counts"]
-    summary = {
-        "output": plan.output,
-        "manifest": storage.join(plan.output, MANIFEST),
-        "version": manifest["version"],
-        "num_sources": counts["num_sources"],
-        "num_clips": counts["num_clips"],
-        "num_rejected": counts["num_rejected"],
-        "num_shards": len(manifest["shards"]),
-    }
-    publish_summary(summary, manifest)
+    summary = CurateSummary.from_manifest(plan.output, manifest)
+    publish_summary(summary)
     return summary

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+# The demo's stages in the order they run; `--rerun STAGE` runs that stage and every one after
+# it again. A probe stage is named `probe-<label>-<encoder>`; `probe` names all of them.
+STAGE_ORDER = ("videos", "curate", "pretrain", "probe", "collect", "posttrain", "planning")
+
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
@@ -45,6 +49,17 @@ class DemoConfig:
     eval_episodes: int = 10
     goal_steps: int = 40
     seed: int = 0
+    # Stage reuse (`flows.stages`): reuse every finished stage whose inputs are unchanged
+    # unless `reuse` is off; `rerun` names stages that run again with every stage after them.
+    reuse: bool = True
+    rerun: tuple[str, ...] = ()
+
+    def forced(self, stage: str) -> bool:
+        """Whether `stage` must run even when a finished run of it could be reused."""
+        if not self.reuse:
+            return True
+        group = STAGE_ORDER.index(stage.split("-", 1)[0])
+        return any(STAGE_ORDER.index(name) <= group for name in self.rerun)
 
     def path(self, name: str) -> str:
         from tasks import storage

@@ -4,8 +4,10 @@ sample videos -> curate -> pretrain -> probe (pretrained and random encoders)
 -> collect robot trajectories -> post-train the AC predictor -> serve it ->
 closed-loop planning through the HTTP server -> report. Every stage is the
 flow its own command runs, as a subflow, so a demo run records the same
-artifacts. Training stages run with `resume`, so running the demo again on the
-same work folder finishes an interrupted run instead of starting over.
+artifacts. Running the demo again on the same work folder reuses every stage
+whose inputs and configuration are unchanged (`flows.stages`: `W/stages/<stage>.json`,
+verified before it is trusted) and finishes an interrupted training stage from its
+checkpoints instead of starting over.
 """
 
 from __future__ import annotations
@@ -28,38 +30,58 @@ from flows.posttrain import posttrain_flow
 from flows.pretrain import pretrain_flow
 from flows.probe import probe_flow, probe_job, publish_probe
 from flows.report import DemoStages, write_report
+from flows.stages import StageRun, Stages, config_inputs
 from tasks import storage
+from tasks.curation.summary import CurateSummary
 from tasks.planning.evaluate import EvalConfig
-from tasks.robot.collect import CollectConfig
-from tasks.runtime import ensure_ray
+from tasks.planning.summary import PlanningSummary
+from tasks.robot.collect import CollectConfig, CollectSummary
+from tasks.runtime import ensure_ray, local_uri
 from tasks.training.launch import ScaleConfig, cluster_cpus
 from tasks.training.posttrain_inputs import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
-from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSummary
+from tasks.training.summaries import JobSummary, PosttrainSummary, PretrainSummary, ProbeSummary
 
 TOKEN_ENV = "VJEPA_DEMO_TOKEN"
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleVideosSummary(JobSummary):
+    """The demo's sample videos: their folder and labels table."""
+
+    folder: str
+    labels: str
+    count: int
+
+
 @task(name="sample-videos", cache_policy=NO_CACHE)
-def sample_videos(config: DemoConfig) -> str:
-    """Write the sample videos unless a previous run did; returns the labels table URI."""
+def sample_videos(config: DemoConfig) -> SampleVideosSummary:
+    """Write the sample videos and their labels (and QA) tables."""
     from tasks.sample_videos import LABELS_FILE, write_sample_videos
 
     folder = config.path("videos")
-    labels = storage.join(folder, LABELS_FILE)
-    fs, path = storage.filesystem(labels)
-    if not fs.exists(path):
-        write_sample_videos(
-            folder, count=config.videos, seconds=config.video_seconds, seed=config.seed
-        )
-    return labels
+    write_sample_videos(folder, count=config.videos, seconds=config.video_seconds, seed=config.seed)
+    return SampleVideosSummary(folder, storage.join(folder, LABELS_FILE), config.videos)
 
 
-@task(name="collect-if-missing", cache_policy=NO_CACHE)
-def trajectories_exist(uri: str) -> bool:
-    fs, path = storage.filesystem(storage.join(uri, "meta", "info.json"))
-    return bool(fs.exists(path))
+def _videos(config: DemoConfig, stages: Stages) -> SampleVideosSummary:
+    inputs = {"videos": config.videos, "seconds": config.video_seconds, "seed": config.seed}
+    folder = config.path("videos")
+    return stages.run(
+        "videos", {**inputs, "folder": folder}, [folder], SampleVideosSummary,
+        lambda: sample_videos(config), lambda result: [result.folder], resumable=False,
+    )  # fmt: skip
+
+
+def _curate(config: DemoConfig, stages: Stages) -> CurateSummary:
+    settings = {"fps": config.fps, "frames": config.frames, "size": config.size}
+    output = config.path("curated")
+    inputs = {"videos": stages.digests["videos"], "config": settings, "output": output}
+    return stages.run(
+        "curate", inputs, [output], CurateSummary,
+        lambda: curate_flow([config.path("videos")], output, settings), lambda s: s.files,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -97,38 +119,73 @@ def side_by_side(scale: ScaleConfig, jobs: int) -> bool:
     return not scale.use_gpu and jobs * scale.cpus <= cluster_cpus()
 
 
-def _probes(
-    config: DemoConfig, encoder: str, labels: str, scale: ScaleConfig
-) -> dict[str, dict[str, ProbeSummary]]:
-    """`label -> {"pretrained": summary, "random": summary}`: both encoders probed identically,
-    side by side when the cluster has the CPUs for both jobs."""
+def _probe_configs(
+    config: DemoConfig, encoder: str, labels: str, column: str
+) -> dict[str, ProbeConfig]:
+    """The pretrained and the random-init encoder probed identically on `column`."""
     encoders = {"pretrained": encoder, "random": RANDOM_PREFIX + config.preset}
-    parallel = side_by_side(scale, len(encoders))
-    results: dict[str, dict[str, ProbeSummary]] = {}
-    for column in config.probe_labels:
-        configs = {
-            name: ProbeConfig(
-                encoder=spec,
-                data=config.path("curated"),
-                labels=labels,
-                label_column=column,
-                output=config.path(f"probe-{column}-{name}"),
-                steps=config.probe_steps,
-                learning_rates=config.probe_lrs,
-                heads_per_lr=config.probe_heads,
-                seed=config.seed,
-                resume=True,
-            )
-            for name, spec in encoders.items()
+    return {
+        name: ProbeConfig(
+            encoder=spec,
+            data=config.path("curated"),
+            labels=labels,
+            label_column=column,
+            output=config.path(f"probe-{column}-{name}"),
+            steps=config.probe_steps,
+            learning_rates=config.probe_lrs,
+            heads_per_lr=config.probe_heads,
+            seed=config.seed,
+            resume=True,
+        )
+        for name, spec in encoders.items()
+    }
+
+
+def _probe_pair(
+    configs: dict[str, ProbeConfig], scale: ScaleConfig, stages: Stages
+) -> dict[str, ProbeSummary]:
+    """One label's probes: reused where finished, the others run (side by side if they fit)."""
+    done: dict[str, ProbeSummary] = {}
+    pending: dict[str, StageRun] = {}
+    for name, cfg in configs.items():
+        inputs = {
+            "config": config_inputs(cfg),
+            "scale": dataclasses.asdict(scale),
+            "data": stages.digests["curate"],
+            "labels": stages.digests["videos"],
+            "encoder": stages.digests["pretrain"] if name == "pretrained" else cfg.encoder,
         }
-        if parallel:
-            futures = {name: probe_job.submit(cfg, scale) for name, cfg in configs.items()}
-            results[column] = {name: future.result() for name, future in futures.items()}
-            for name, cfg in configs.items():
-                publish_probe(cfg, results[column][name])
+        begun = stages.begin(f"probe-{cfg.label_column}-{name}", inputs, [cfg.output], ProbeSummary)
+        if isinstance(begun, StageRun):
+            pending[name] = begun
         else:
-            results[column] = {name: probe_flow(cfg, scale) for name, cfg in configs.items()}
-    return results
+            done[name] = begun
+    if len(pending) > 1 and side_by_side(scale, len(pending)):
+        futures = {name: probe_job.submit(configs[name], scale) for name in pending}
+        computed = {name: future.result() for name, future in futures.items()}
+        for name, summary in computed.items():
+            publish_probe(configs[name], summary)
+    else:
+        computed = {name: probe_flow(configs[name], scale) for name in pending}
+    for name, summary in computed.items():
+        files = _present(summary.probe_checkpoint, summary.loss_curve)
+        done[name] = stages.finish(pending[name], summary, files)
+    return {name: done[name] for name in configs}
+
+
+def _probes(
+    config: DemoConfig, encoder: str, labels: str, scale: ScaleConfig, stages: Stages
+) -> dict[str, dict[str, ProbeSummary]]:
+    """`label -> {"pretrained": summary, "random": summary}` for every probed label."""
+    return {
+        column: _probe_pair(_probe_configs(config, encoder, labels, column), scale, stages)
+        for column in config.probe_labels
+    }
+
+
+def _present(*uris: str | None) -> list[str]:
+    """The URIs that are set (optional files such as a loss curve may be None)."""
+    return [uri for uri in uris if uri]
 
 
 def probe_figures(
@@ -145,7 +202,7 @@ def probe_figures(
     }
 
 
-def _pretrain(config: DemoConfig, scale: ScaleConfig) -> PretrainSummary:
+def _pretrain(config: DemoConfig, scale: ScaleConfig, stages: Stages) -> PretrainSummary:
     pretrain = PretrainConfig(
         data=config.path("curated"),
         output=config.path("pretrain"),
@@ -157,21 +214,39 @@ def _pretrain(config: DemoConfig, scale: ScaleConfig) -> PretrainSummary:
         seed=config.seed,
         resume=True,
     )
-    return pretrain_flow(pretrain, scale)
+    inputs = {
+        "config": config_inputs(pretrain),
+        "scale": dataclasses.asdict(scale),
+        "data": stages.digests["curate"],
+    }
+    return stages.run(
+        "pretrain", inputs, [pretrain.output], PretrainSummary,
+        lambda: pretrain_flow(pretrain, scale),
+        lambda s: _present(s.encoder_checkpoint, s.predictor_checkpoint, s.loss_curve),
+    )  # fmt: skip
 
 
-def _posttrain(config: DemoConfig, encoder: str, scale: ScaleConfig) -> PosttrainSummary:
-    """Collect the robot episodes (unless a previous run did), then post-train on them."""
-    trajectories = config.path("trajectories")
-    if not trajectories_exist(trajectories):
-        collect = CollectConfig(
-            config.env,
-            config.episodes,
-            trajectories,
-            steps_per_episode=config.steps_per_episode,
-            seed=config.seed,
-        )
-        collect_flow(collect)
+def _collect(config: DemoConfig, stages: Stages) -> str:
+    """Record the robot episodes the world model trains on; returns their folder."""
+    collect = CollectConfig(
+        config.env,
+        config.episodes,
+        config.path("trajectories"),
+        steps_per_episode=config.steps_per_episode,
+        seed=config.seed,
+    )
+    summary = stages.run(
+        "collect", {"config": config_inputs(collect)}, [collect.output], CollectSummary,
+        lambda: collect_flow(collect), lambda s: [s.output], resumable=False,
+    )  # fmt: skip
+    return summary.output
+
+
+def _posttrain(
+    config: DemoConfig, encoder: str, scale: ScaleConfig, stages: Stages
+) -> PosttrainSummary:
+    """Collect the robot episodes, then post-train the action-conditioned predictor on them."""
+    trajectories = _collect(config, stages)
     posttrain = PosttrainConfig(
         encoder=encoder,
         trajectories=trajectories,
@@ -181,12 +256,27 @@ def _posttrain(config: DemoConfig, encoder: str, scale: ScaleConfig) -> Posttrai
         seed=config.seed,
         resume=True,
     )
-    return posttrain_flow(posttrain, scale)
+    inputs = {
+        "config": config_inputs(posttrain),
+        "scale": dataclasses.asdict(scale),
+        "encoder": stages.digests["pretrain"],
+        "trajectories": stages.digests["collect"],
+    }
+    return stages.run(
+        "posttrain", inputs, [posttrain.output], PosttrainSummary,
+        lambda: posttrain_flow(posttrain, scale),
+        lambda s: _present(s.world_model_dir, s.loss_curve),
+    )  # fmt: skip
 
 
-def _plan(config: DemoConfig, world_model: str) -> dict[str, Any]:
+def _serve_and_plan(evaluation: EvalConfig, output: str) -> PlanningSummary:
     """Serve the world model and evaluate closed-loop planning through the HTTP server."""
-    get_run_logger().info("serving %s for closed-loop planning", world_model)
+    get_run_logger().info("serving %s for closed-loop planning", evaluation.checkpoint)
+    with served(evaluation.checkpoint) as url:
+        return eval_planning_flow(evaluation, output, server=url, token_env=TOKEN_ENV)
+
+
+def _plan(config: DemoConfig, world_model: str, stages: Stages) -> PlanningSummary:
     evaluation = EvalConfig(
         env=config.env,
         checkpoint=world_model,
@@ -194,10 +284,12 @@ def _plan(config: DemoConfig, world_model: str) -> dict[str, Any]:
         goal_steps=config.goal_steps,
         seed=config.seed,
     )
-    with served(world_model) as url:
-        return eval_planning_flow(
-            evaluation, config.path("planning"), server=url, token_env=TOKEN_ENV
-        )
+    output = config.path("planning")
+    inputs = {"config": config_inputs(evaluation), "world_model": stages.digests["posttrain"]}
+    return stages.run(
+        "planning", inputs, [output], PlanningSummary,
+        lambda: _serve_and_plan(evaluation, output), lambda s: s.files, resumable=False,
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +315,7 @@ class DemoResult:
     random_success_rate: float
     mean_final_distance: float
     random_mean_final_distance: float
+    reused: list[str] = dataclasses.field(default_factory=list)  # stages reused from a past run
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -234,7 +327,7 @@ def demo_result(config: DemoConfig, stages: DemoStages, report: str) -> DemoResu
     figures = probe_figures(stages.probes)
     top = figures[config.probe_labels[0]]
     return DemoResult(
-        curated=str(stages.curate["output"]),
+        curated=stages.curate.output,
         encoder_checkpoint=stages.pretrain.encoder_checkpoint,
         probe_checkpoint=stages.probes[config.probe_labels[0]]["pretrained"].probe_checkpoint,
         world_model_dir=stages.posttrain.world_model_dir,
@@ -249,10 +342,11 @@ def demo_result(config: DemoConfig, stages: DemoStages, report: str) -> DemoResu
         probes=figures,
         heldout_rollout_error=stages.posttrain.heldout_rollout_error,
         heldout_copy_error=stages.posttrain.heldout_copy_error,
-        success_rate=planning["success_rate"],
-        random_success_rate=planning["random_success_rate"],
-        mean_final_distance=planning["mean_final_distance"],
-        random_mean_final_distance=planning["random_mean_final_distance"],
+        success_rate=planning.success_rate,
+        random_success_rate=planning.random_success_rate,
+        mean_final_distance=planning.mean_final_distance,
+        random_mean_final_distance=planning.random_mean_final_distance,
+        reused=[outcome.stage for outcome in stages.outcomes if outcome.reused],
     )
 
 
@@ -261,12 +355,12 @@ def demo_flow(config: DemoConfig) -> DemoResult:
     """Run every stage on the embedded defaults; returns URIs and headline figures."""
     ensure_ray()
     scale = ScaleConfig(num_workers=1)
-    labels = sample_videos(config)
-    curate_config = {"fps": config.fps, "frames": config.frames, "size": config.size}
-    curated = curate_flow([config.path("videos")], config.path("curated"), curate_config)
-    pretrained = _pretrain(config, scale)
-    probes = _probes(config, pretrained.encoder_checkpoint, labels, scale)
-    posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale)
-    evaluation = _plan(config, posttrained.world_model_dir)
-    stages = DemoStages(curated, pretrained, probes, posttrained, evaluation)
-    return demo_result(config, stages, write_report(config.path("report"), stages))
+    stages = Stages(local_uri(config.workdir), force=config.forced)
+    videos = _videos(config, stages)
+    curated = _curate(config, stages)
+    pretrained = _pretrain(config, scale, stages)
+    probes = _probes(config, pretrained.encoder_checkpoint, videos.labels, scale, stages)
+    posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale, stages)
+    evaluation = _plan(config, posttrained.world_model_dir, stages)
+    done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes)
+    return demo_result(config, done, write_report(config.path("report"), done))

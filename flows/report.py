@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.stages import StageOutcome
 from tasks import storage
+from tasks.curation.summary import CurateSummary
+from tasks.planning.summary import PlanningSummary
 from tasks.training.outputs import fetch_file, upload_file
 from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSummary
 
@@ -17,11 +20,12 @@ from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSum
 class DemoStages:
     """The results of every demo stage that the report shows."""
 
-    curate: Mapping[str, Any]
+    curate: CurateSummary
     pretrain: PretrainSummary
     probes: Mapping[str, Mapping[str, ProbeSummary]]  # label -> encoder name -> summary
     posttrain: PosttrainSummary
-    planning: Mapping[str, Any]
+    planning: PlanningSummary
+    outcomes: Sequence[StageOutcome] = ()  # how each stage went in this run (reused or run)
 
 
 # How the report names the two encoders that every probe compares.
@@ -63,7 +67,7 @@ def comparison_plot(stages: DemoStages, path: Path) -> None:
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=8)
     planning = stages.planning
-    success = [planning["success_rate"], planning["random_success_rate"]]
+    success = [planning.success_rate, planning.random_success_rate]
     axes[1].bar(["CEM planner", "random actions"], success, color=["tab:green", "tab:gray"])
     axes[1].set_title("planning success rate")
     axes[1].set_ylim(0, 1)
@@ -79,14 +83,7 @@ def _sections(stages: DemoStages) -> list[str]:
         "## Curation\n\n"
         + _table(
             ("sources", "clips", "rejected", "dataset version"),
-            [
-                (
-                    curate["num_sources"],
-                    curate["num_clips"],
-                    curate["num_rejected"],
-                    curate["version"],
-                )
-            ],
+            [(curate.num_sources, curate.num_clips, curate.num_rejected, curate.version)],
         ),
         "## Pretraining\n\n"
         + _table(
@@ -143,15 +140,31 @@ def _sections(stages: DemoStages) -> list[str]:
         + _table(
             ("controller", "success rate", "mean final distance"),
             [
-                ("CEM planner", planning["success_rate"], planning["mean_final_distance"]),
+                ("CEM planner", planning.success_rate, planning.mean_final_distance),
                 (
                     "random actions",
-                    planning["random_success_rate"],
-                    planning["random_mean_final_distance"],
+                    planning.random_success_rate,
+                    planning.random_mean_final_distance,
                 ),
             ],
         )
         + "\n\n![planning](planning.png)\n\n![comparison](comparison.png)",
+    ]
+
+
+def _stage_section(outcomes: Sequence[StageOutcome]) -> list[str]:
+    """Which stages this run reused from an earlier run and which it ran (and why)."""
+    if not outcomes:
+        return []
+    rows = [
+        (o.stage, "reused" if o.reused else "ran", o.reason, round(o.seconds, 1), o.key[:12])
+        for o in outcomes
+    ]
+    reused = sum(o.reused for o in outcomes)
+    return [
+        f"## Stages\n\n{reused} of {len(outcomes)} stages reused from an earlier run "
+        "(`stages/<stage>.json`; `vjepa demo --rerun STAGE` or `--no-reuse` forces a run).\n\n"
+        + _table(("stage", "this run", "why", "seconds", "key"), rows)
     ]
 
 
@@ -160,7 +173,7 @@ def write_report(output: str, stages: DemoStages) -> str:
     plots = {
         "pretrain_loss.png": stages.pretrain.loss_curve,
         "posttrain_loss.png": stages.posttrain.loss_curve,
-        "planning.png": stages.planning.get("plot"),
+        "planning.png": stages.planning.plot,
     }
     with tempfile.TemporaryDirectory(prefix="vjepa-report-") as scratch:
         folder = Path(scratch)
@@ -170,6 +183,7 @@ def write_report(output: str, stages: DemoStages) -> str:
                 upload_file(fetch_file(uri, folder / "in"), storage.join(output, name))
         comparison_plot(stages, folder / "comparison.png")
         upload_file(folder / "comparison.png", storage.join(output, "comparison.png"))
-        text = "# V-JEPA 2 platform demo\n\n" + "\n\n".join(_sections(stages)) + "\n"
+        sections = [*_sections(stages), *_stage_section(stages.outcomes)]
+        text = "# V-JEPA 2 platform demo\n\n" + "\n\n".join(sections) + "\n"
         (folder / "report.md").write_text(text)
         return upload_file(folder / "report.md", storage.join(output, "report.md"))

@@ -7,6 +7,7 @@ environment variables (`AWS_ENDPOINT_URL[_S3]`, `AWS_ACCESS_KEY_ID`, ...), read 
 filesystem is opened, never at import. Imports fsspec (and s3fs through it) only.
 """
 
+from storage.digests import files_below, sha256
 from storage.publish import cached_copy, publish_folder
 from storage.uri import (
     S3_SCHEMES,
@@ -18,9 +19,11 @@ from storage.uri import (
     local_path,
     pyarrow_filesystem,
     read_bytes,
+    remove,
     storage_options,
     unstrip,
     upload_file,
+    write_atomic,
     write_bytes,
 )
 
@@ -29,6 +32,7 @@ __all__ = [
     "cached_copy",
     "download",
     "exists",
+    "files_below",
     "filesystem",
     "is_remote",
     "join",
@@ -36,8 +40,11 @@ __all__ = [
     "publish_folder",
     "pyarrow_filesystem",
     "read_bytes",
+    "remove",
+    "sha256",
     "storage_options",
     "unstrip",
     "upload_file",
+    "write_atomic",
     "write_bytes",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,30 @@ def pyarrow_filesystem(uri: str) -> tuple[Any, str]:
 
     fs, path = filesystem(uri)
     return PyFileSystem(FSSpecHandler(fs)), path
+
+
+def write_atomic(uri: str, data: bytes, durable: bool = False) -> str:
+    """Write `data` at `uri` so that readers see the old file or the new one, never a torn one:
+    a temporary file renamed into place locally, one PUT on S3. `durable` also fsyncs locally.
+    Returns `uri`."""
+    fs, path = filesystem(uri)
+    if is_remote(uri):
+        fs.pipe_file(path, bytes(data))
+        return uri
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return uri
+
+
+def remove(uri: str) -> None:
+    """Remove the file or folder `uri` (everything below it); nothing happens when it is absent."""
+    fs, path = filesystem(uri)
+    fs.invalidate_cache()
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

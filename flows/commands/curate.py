@@ -56,18 +56,19 @@ def run(args: argparse.Namespace) -> int:
     except OutputLocked as error:
         return fail(str(error), code=1)
     print(
-        f"curated {summary['num_clips']} clips from {summary['num_sources']} sources "
-        f"({summary['num_rejected']} rejected) into {summary['output']}, "
-        f"version {summary['version']}"
+        f"curated {summary.num_clips} clips from {summary.num_sources} sources "
+        f"({summary.num_rejected} rejected) into {summary.output}, version {summary.version}"
     )
     if args.json:
         emit_json(
             {
-                key: summary[key]
-                for key in ("num_sources", "num_clips", "num_rejected", "manifest", "version")
+                "num_sources": summary.num_sources,
+                "num_clips": summary.num_clips,
+                "num_rejected": summary.num_rejected,
+                "manifest": summary.manifest,
+                "version": summary.version,
             }
         )
-    if summary["num_clips"] == 0:
-        rejected = f"{summary['output'].rstrip('/')}/rejected.parquet"
-        return fail(f"no input produced a clip; see {rejected} for the reasons", code=1)
+    if summary.num_clips == 0:
+        return fail(f"no input produced a clip; see {summary.rejected} for the reasons", code=1)
     return 0

@@ -18,10 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run every stage on the embedded defaults (local Ray, Prefect's ephemeral API, "
             "local disk, tiny models) and write a report (markdown + PNG plots) into the work "
-            "folder. Running it again on the same folder resumes rather than restarts."
+            "folder. Running it again on the same folder reuses every finished stage whose inputs "
+            "and configuration are unchanged (verified by digest), reruns a changed stage and the "
+            "ones after it, and resumes an interrupted one."
         ),
     )
-    from flows.demo_config import DemoConfig
+    from flows.demo_config import STAGE_ORDER, DemoConfig
 
     defaults = DemoConfig()
     parser.add_argument(
@@ -41,6 +43,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "--" + flag.replace("_", "-"), type=int, default=default,
             help=f"{help_text} (default {default})",
         )  # fmt: skip
+    parser.add_argument(
+        "--rerun",
+        action="append",
+        choices=STAGE_ORDER,
+        default=[],
+        metavar="STAGE",
+        help="run STAGE and every stage after it again even if a finished run could be reused "
+        f"(repeatable; stages in order: {', '.join(STAGE_ORDER)})",
+    )
+    parser.add_argument(
+        "--no-reuse",
+        dest="reuse",
+        action="store_false",
+        help="run every stage again (finished stages are reused by default)",
+    )
     parser.add_argument("--json", action="store_true", help="print URIs and figures as JSON last")
     parser.set_defaults(handler=run)
 
@@ -61,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         posttrain_steps=args.posttrain_steps,
         eval_episodes=args.eval_episodes,
         seed=args.seed,
+        reuse=args.reuse,
+        rerun=tuple(args.rerun),
     )
     started = time.monotonic()
     result = demo_flow(config)
@@ -72,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         for label, figures in result.probes.items()
     )
     print(
-        f"\ndemo finished in {minutes:.1f} min; report: {result.report}\n"
+        f"\ndemo finished in {minutes:.1f} min ({len(result.reused)} stages reused: "
+        f"{', '.join(result.reused) or 'none'}); report: {result.report}\n"
         + probe_lines
         + f"  AC held-out rollout error {result.heldout_rollout_error:.4f} vs copy-last-frame "
         f"{result.heldout_copy_error:.4f}\n"

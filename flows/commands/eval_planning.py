@@ -150,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
     except (ServerUnavailableError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
     print(
-        f"planner: success {summary['success_rate']:.2f}, mean final distance "
-        f"{summary['mean_final_distance']:.3f}; random: success {summary['random_success_rate']:.2f}, "
-        f"mean final distance {summary['random_mean_final_distance']:.3f} "
-        f"({summary['episodes']} episodes); plot at {summary['plot']}"
+        f"planner: success {summary.success_rate:.2f}, mean final distance "
+        f"{summary.mean_final_distance:.3f}; random: success {summary.random_success_rate:.2f}, "
+        f"mean final distance {summary.random_mean_final_distance:.3f} "
+        f"({summary.episodes} episodes); plot at {summary.plot}"
     )
     if args.json:
-        emit_json(summary)
+        emit_json(summary.payload())
     return 0

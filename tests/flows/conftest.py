@@ -29,5 +29,5 @@ def curated_dir(
 
     output = tmp_path_factory.mktemp("curated")
     summary = curate_flow([str(sample_dir)], str(output), {"fps": 4, "frames": 4, "size": 64})
-    assert summary["num_clips"] >= 12
+    assert summary.num_clips >= 12
     return output

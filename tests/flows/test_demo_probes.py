@@ -10,6 +10,7 @@ from prefect import flow
 
 from flows.demo_config import DemoConfig
 from flows.pipeline import _probes, side_by_side
+from flows.stages import Stages
 from tasks.training.launch import ScaleConfig
 from tasks.training.probe import probe_name
 from tasks.training.summaries import ProbeSummary
@@ -42,12 +43,19 @@ def test_probe_stage_probes_both_encoders(
         probe_labels=("shape",),
     )
 
-    @flow
-    def stage() -> dict[str, dict[str, ProbeSummary]]:
-        labels = str(sample_dir / "labels.parquet")
-        return _probes(config, "random:small", labels, ScaleConfig())
+    def stages(pretrained: str = "p") -> Stages:
+        runs = Stages(str(tmp_path), force=config.forced, announce=lambda line: None)
+        runs.digests.update(curate="c", videos="v", pretrain=pretrained)  # the upstream digests
+        return runs
 
-    results = stage()
+    @flow
+    def stage(runs: Stages) -> dict[str, dict[str, ProbeSummary]]:
+        labels = str(sample_dir / "labels.parquet")
+        return _probes(config, "random:small", labels, ScaleConfig(), runs)
+
+    first = stages()
+    results = stage(first)
+    assert [o.reused for o in first.outcomes] == [False, False]
     assert set(results) == {"shape"} and set(results["shape"]) == {"pretrained", "random"}
     for name, summary in results["shape"].items():
         assert summary.steps == 3 and summary.heldout_clips > 0
@@ -56,3 +64,20 @@ def test_probe_stage_probes_both_encoders(
         assert (tmp_path / f"probe-shape-{name}" / "summary.json").is_file()
     assert results["shape"]["pretrained"].encoder == "random:small"
     assert results["shape"]["random"].encoder == "random:tiny"
+
+    # Unchanged inputs: both probes are reused (and verified), nothing trains.
+    again = stages()
+    assert stage(again) == results and again.reused == [
+        "probe-shape-pretrained",
+        "probe-shape-random",
+    ]
+    # A new pretrained encoder (its digest changed): only the probe of that encoder runs.
+    newer = stages(pretrained="p2")
+    stage(newer)
+    assert newer.reused == ["probe-shape-random"]
+    # A corrupted probe checkpoint is not trusted: that probe runs again.
+    Path(results["shape"]["random"].probe_checkpoint).write_bytes(b"torn")
+    repaired = stages(pretrained="p2")
+    stage(repaired)
+    assert repaired.reused == ["probe-shape-pretrained"]
+    assert repaired.outcomes[1].reason.endswith("changed")

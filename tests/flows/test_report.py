@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.report import DemoStages, write_report
+from flows.stages import StageOutcome
+from tasks.curation.summary import CurateSummary
+from tasks.planning.summary import PlanningSummary
 from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSummary
 
 
@@ -28,9 +31,27 @@ def _posttrain(gain: float | None = 0.2) -> PosttrainSummary:
     )  # fmt: skip
 
 
+def _curate() -> CurateSummary:
+    return CurateSummary(
+        output="c", manifest="c/manifest.json", version="abc", num_sources=8, num_clips=24,
+        num_rejected=1, num_shards=1, clip_shape=[8, 64, 64, 3], fps=4, counts={},
+        shards=[], rejected="c/rejected.parquet",
+    )  # fmt: skip
+
+
+def _planning() -> PlanningSummary:
+    return PlanningSummary(
+        env="e", checkpoint="wm", episodes=2, steps=5, goal_steps=4, tolerance=0.1,
+        action_repeat=1, success_rate=0.9, mean_final_distance=0.06, random_success_rate=0.3,
+        random_mean_final_distance=0.38, mean_initial_distance=0.4, mean_planner_steps=3.0,
+        mean_energy_spread=None, noop_fraction=0.0, cem_overrides={}, seconds=1.0,
+        planner_episodes=[], random_episodes=[],
+    )  # fmt: skip
+
+
 def _stages(tmp_path: Path, posttrain: PosttrainSummary) -> DemoStages:
     return DemoStages(
-        curate={"num_sources": 8, "num_clips": 24, "num_rejected": 1, "version": "abc"},
+        curate=_curate(),
         pretrain=PretrainSummary(
             steps=3,
             first_loss=0.5,
@@ -45,12 +66,11 @@ def _stages(tmp_path: Path, posttrain: PosttrainSummary) -> DemoStages:
             "direction": {"pretrained": _probe(0.83), "random": _probe(0.86)},
         },
         posttrain=posttrain,
-        planning={
-            "success_rate": 0.9,
-            "mean_final_distance": 0.06,
-            "random_success_rate": 0.3,
-            "random_mean_final_distance": 0.38,
-        },
+        planning=_planning(),
+        outcomes=[
+            StageOutcome("curate", True, "unchanged", 0.2, "a" * 64),
+            StageOutcome("pretrain", False, "configuration or inputs changed", 30.0, "b" * 64),
+        ],
     )
 
 
@@ -70,3 +90,10 @@ def test_report_marks_a_predictor_that_ignores_its_actions(tmp_path: Path) -> No
     stages = _stages(tmp_path, _posttrain(0.001))
     text = Path(write_report(str(tmp_path / "blind"), stages)).read_text()
     assert "FAILED (ignores its actions)" in text
+
+
+def test_report_says_which_stages_were_reused(tmp_path: Path) -> None:
+    text = Path(write_report(str(tmp_path / "r"), _stages(tmp_path, _posttrain()))).read_text()
+    assert "1 of 2 stages reused" in text
+    assert "| curate | reused | unchanged |" in text
+    assert "| pretrain | ran | configuration or inputs changed |" in text

@@ -57,8 +57,8 @@ def test_s3_in_and_out_matches_local(
         inputs=[str(videos[name]) for name in names], output=str(tmp_path), config=config
     )
 
-    assert remote["num_clips"] == local["num_clips"] == 6
-    assert remote["manifest"] == storage.join(s3_bucket, "curated", "manifest.json")
+    assert remote.num_clips == local.num_clips == 6
+    assert remote.manifest == storage.join(s3_bucket, "curated", "manifest.json")
     remote_clips, local_clips = _clips(storage.join(s3_bucket, "curated")), _clips(str(tmp_path))
     assert remote_clips.keys() == local_clips.keys() and remote_clips == local_clips
     with fs.open(storage.join(s3_bucket, "curated", "rejected.parquet"), "rb") as handle:
