@@ -77,7 +77,7 @@ def _videos(config: DemoConfig, stages: Stages) -> SampleVideosSummary:
 def _curate(config: DemoConfig, stages: Stages) -> CurateSummary:
     settings = {"fps": config.fps, "frames": config.frames, "size": config.size}
     output = config.path("curated")
-    inputs = {"videos": stages.digests["videos"], "config": settings, "output": output}
+    inputs = {"videos": stages.digest("videos"), "config": settings, "output": output}
     return stages.run(
         "curate", inputs, [output], CurateSummary,
         lambda: curate_flow([config.path("videos")], output, settings), lambda s: s.files,
@@ -151,9 +151,9 @@ def _probe_pair(
         inputs = {
             "config": config_inputs(cfg),
             "scale": dataclasses.asdict(scale),
-            "data": stages.digests["curate"],
-            "labels": stages.digests["videos"],
-            "encoder": stages.digests["pretrain"] if name == "pretrained" else cfg.encoder,
+            "data": stages.digest("curate"),
+            "labels": stages.digest("videos"),
+            "encoder": stages.digest("pretrain") if name == "pretrained" else cfg.encoder,
         }
         begun = stages.begin(f"probe-{cfg.label_column}-{name}", inputs, [cfg.output], ProbeSummary)
         if isinstance(begun, StageRun):
@@ -188,18 +188,28 @@ def _present(*uris: str | None) -> list[str]:
     return [uri for uri in uris if uri]
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbeFigures:
+    """One label's probes: mean top-1 over the heads and its spread, for both encoders."""
+
+    pretrained: float
+    pretrained_std: float
+    random: float
+    random_std: float
+
+    @classmethod
+    def of(cls, pair: Mapping[str, ProbeSummary]) -> ProbeFigures:
+        pretrained, random = pair["pretrained"], pair["random"]
+        return cls(
+            pretrained.accuracy, pretrained.accuracy_std, random.accuracy, random.accuracy_std
+        )
+
+
 def probe_figures(
     probes: Mapping[str, Mapping[str, ProbeSummary]],
-) -> dict[str, dict[str, float]]:
+) -> dict[str, ProbeFigures]:
     """Per label: mean top-1 over the heads and its spread, for both encoders."""
-    return {
-        column: {
-            key: value
-            for name, summary in pair.items()
-            for key, value in ((name, summary.accuracy), (f"{name}_std", summary.accuracy_std))
-        }
-        for column, pair in probes.items()
-    }
+    return {column: ProbeFigures.of(pair) for column, pair in probes.items()}
 
 
 def _pretrain(config: DemoConfig, scale: ScaleConfig, stages: Stages) -> PretrainSummary:
@@ -217,7 +227,7 @@ def _pretrain(config: DemoConfig, scale: ScaleConfig, stages: Stages) -> Pretrai
     inputs = {
         "config": config_inputs(pretrain),
         "scale": dataclasses.asdict(scale),
-        "data": stages.digests["curate"],
+        "data": stages.digest("curate"),
     }
     return stages.run(
         "pretrain", inputs, [pretrain.output], PretrainSummary,
@@ -259,8 +269,8 @@ def _posttrain(
     inputs = {
         "config": config_inputs(posttrain),
         "scale": dataclasses.asdict(scale),
-        "encoder": stages.digests["pretrain"],
-        "trajectories": stages.digests["collect"],
+        "encoder": stages.digest("pretrain"),
+        "trajectories": stages.digest("collect"),
     }
     return stages.run(
         "posttrain", inputs, [posttrain.output], PosttrainSummary,
@@ -285,7 +295,7 @@ def _plan(config: DemoConfig, world_model: str, stages: Stages) -> PlanningSumma
         seed=config.seed,
     )
     output = config.path("planning")
-    inputs = {"config": config_inputs(evaluation), "world_model": stages.digests["posttrain"]}
+    inputs = {"config": config_inputs(evaluation), "world_model": stages.digest("posttrain")}
     return stages.run(
         "planning", inputs, [output], PlanningSummary,
         lambda: _serve_and_plan(evaluation, output), lambda s: s.files, resumable=False,
@@ -308,7 +318,7 @@ class DemoResult:
     random_probe_accuracy: float
     probe_accuracy_std: float
     random_probe_accuracy_std: float
-    probes: dict[str, dict[str, float]]
+    probes: dict[str, ProbeFigures]
     heldout_rollout_error: float
     heldout_copy_error: float
     success_rate: float
@@ -335,10 +345,10 @@ def demo_result(config: DemoConfig, stages: DemoStages, report: str) -> DemoResu
         pretrain_first_loss=stages.pretrain.first_loss,
         pretrain_final_loss=stages.pretrain.final_loss,
         probe_label=config.probe_labels[0],
-        probe_accuracy=top["pretrained"],
-        random_probe_accuracy=top["random"],
-        probe_accuracy_std=top["pretrained_std"],
-        random_probe_accuracy_std=top["random_std"],
+        probe_accuracy=top.pretrained,
+        random_probe_accuracy=top.random,
+        probe_accuracy_std=top.pretrained_std,
+        random_probe_accuracy_std=top.random_std,
         probes=figures,
         heldout_rollout_error=stages.posttrain.heldout_rollout_error,
         heldout_copy_error=stages.posttrain.heldout_copy_error,

@@ -230,6 +230,12 @@ class Stages:
         result = compute()
         return self.finish(begun, result, files(result))
 
+    def digest(self, stage: str) -> str:
+        """The output digest of `stage`, reused or run earlier in this run."""
+        if stage not in self.digests:
+            raise KeyError(f"stage {stage!r} has not run or been reused yet in this pipeline")
+        return self.digests[stage]
+
     def _record(self, outcome: StageOutcome, digest: str) -> None:
         self.outcomes.append(outcome)
         self.digests[outcome.stage] = digest

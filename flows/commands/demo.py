@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     minutes = (time.monotonic() - started) / 60
     probe_lines = "".join(
         f"  probe top-1 on {label} (mean of heads +- spread): pretrained "
-        f"{figures['pretrained']:.3f} +- {figures['pretrained_std']:.3f} vs random init "
-        f"{figures['random']:.3f} +- {figures['random_std']:.3f}\n"
+        f"{figures.pretrained:.3f} +- {figures.pretrained_std:.3f} vs random init "
+        f"{figures.random:.3f} +- {figures.random_std:.3f}\n"
         for label, figures in result.probes.items()
     )
     print(
