@@ -16,6 +16,8 @@ from types import ModuleType
 
 import flows.commands
 from flows.commands.common import UsageError, fail
+from flows.console import add_output_arguments, console_output
+from flows.startup import boot_prefect_early
 
 
 def command_modules() -> list[ModuleType]:
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in command_modules():
         module.add_parser(subparsers)
+    for command_parser in subparsers.choices.values():
+        add_output_arguments(command_parser)
     return parser
 
 
@@ -46,12 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the ephemeral API starts in a subprocess; on a busy 2-core machine 20 s is not enough
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except UsageError as error:
-        return fail(str(error))
-    except KeyboardInterrupt:
-        return fail("interrupted", code=130)
+    with console_output(args):
+        try:
+            boot_prefect_early(args.command)  # boots while the command starts Ray
+            return int(args.handler(args))
+        except UsageError as error:
+            return fail(str(error))
+        except KeyboardInterrupt:
+            return fail("interrupted", code=130)
 
 
 if __name__ == "__main__":

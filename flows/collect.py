@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks import progress as live
 from tasks.robot.collect import CollectConfig, CollectSummary, EpisodeData, collect
 
 ARTIFACT_KEY = "collect-summary"
@@ -20,7 +21,7 @@ ARTIFACT_KEY = "collect-summary"
 # No retries: a rerun over a half-written output is refused; rerun with overwrite instead.
 @task(name="collect-episodes", cache_policy=NO_CACHE, retries=0)
 def collect_episodes(config: CollectConfig) -> CollectSummary:
-    """Roll out the policy and write the dataset; prints one progress line per episode."""
+    """Roll out the policy and write the dataset; reports each episode (the log gets a line each)."""
     logger = get_run_logger()
 
     def progress(done: int, total: int, data: EpisodeData) -> None:
@@ -29,7 +30,9 @@ def collect_episodes(config: CollectConfig) -> CollectSummary:
             f"reward {data.total_reward:.3f}{' (reached goal)' if data.terminated else ''}"
         )
         print(line, file=sys.stderr, flush=True)
+        live.report("collect", done, total, "episode", reward=round(float(data.total_reward), 3))
 
+    live.report("collect", 0, config.episodes, "episode")
     summary = collect(config, progress)
     logger.info(
         "recorded %d episodes (%d frames) into %s", summary.episodes, summary.frames, summary.output

@@ -226,6 +226,7 @@ def write_sample_videos(
         local_files: list[Path] = []
         # One ffmpeg process per short video: start-up dominates, so encode several at once
         # (`map` keeps the specs' order, so the files and the progress count stay in order).
+        live.report("sample-videos", 0, count, "video")
         with ThreadPoolExecutor(max_workers=encoding_workers()) as pool:
             for index, path in enumerate(pool.map(lambda s: _write_video(s, folder), specs)):
                 local_files.append(path)

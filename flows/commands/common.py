@@ -19,7 +19,9 @@ def emit_json(payload: dict[str, Any]) -> None:
 
 def fail(message: str, code: int = 2) -> int:
     """Report a user-facing error on stderr and return the exit code."""
-    print(f"vjepa: error: {message}", file=sys.stderr, flush=True)
+    from tasks.progress import console
+
+    print(f"vjepa: error: {message}", file=console(), flush=True)
     return code
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Any
 
 from flows.commands.common import (
@@ -156,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
     if summary.blind_to_actions:
         from flows.posttrain import blind_warning
 
-        print(f"WARNING: {blind_warning(summary)}", file=sys.stderr, flush=True)
+        from tasks.progress import warn
+
+        warn(blind_warning(summary))
     if args.json:
         emit_json(summary.as_dict())
     return 0

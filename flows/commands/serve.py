@@ -6,12 +6,12 @@ import argparse
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from flows.commands.common import UsageError, fail
+from tasks.progress import message
 
 ORDER = 80
 DEFAULT_TOKEN_ENV = "VJEPA_SERVE_TOKEN"
@@ -265,13 +265,13 @@ def serve_forever(config: Any) -> None:
             time.sleep(1.0)
     except (KeyboardInterrupt, Stop) as stop:
         name = "SIGTERM" if isinstance(stop, Stop) else "Ctrl-C"
-        print(f"stopping ({name}): draining requests", file=sys.stderr, flush=True)
+        message(f"stopping ({name}): draining requests")
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         drain(APP_NAME)
         serve.shutdown()
         ray.shutdown()
-        print("stopped", file=sys.stderr, flush=True)
+        message("stopped")
 
 
 def drain(app_name: str) -> None:
@@ -284,7 +284,7 @@ def drain(app_name: str) -> None:
     try:
         serve.delete(app_name)
     except Exception as error:  # not deployed (a failed start) or Serve already gone
-        print(f"drain skipped: {error}", file=sys.stderr, flush=True)
+        message(f"drain skipped: {error}")
 
 
 class ServeError(Exception):

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks import progress as live
 from tasks import storage
 from tasks.curation.config import CurationConfig
 from tasks.curation.dataset import SourceResult, commit_source, load_committed
@@ -35,6 +36,7 @@ from tasks.curation.sources import MissingInput, SourceItem, discover_sources
 from tasks.curation.writer import PartWriterStage
 
 Progress = Callable[[SourceResult, int, int], None]
+MAX_REJECTION_WARNINGS = 10  # beyond these, rejected.parquet lists the rest
 MAX_SOURCES_PER_TASK = 16
 
 
@@ -210,9 +212,24 @@ class CommitTracker:
         result = self.pending[key].result(key)
         commit_source(self.plan.output, result)
         self.results[key] = result
+        done = len(self.plan.committed) + len(self.results)
         if self.progress is not None:
-            done = len(self.plan.committed) + len(self.results)
             self.progress(result, done, len(self.plan.sources))
+        self._show(result, done)
+
+    def _show(self, result: SourceResult, done: int) -> None:
+        """The live display: the count, and a warning for the first rejected sources."""
+        rejected = sum(r.rejected for r in self.results.values())
+        if result.rejected and rejected <= MAX_REJECTION_WARNINGS:
+            live.warn(f"rejected {result.source} at {result.error_stage}: {result.error_reason}")
+        elif result.rejected and rejected == MAX_REJECTION_WARNINGS + 1:
+            live.warn(
+                "more sources were rejected; rejected.parquet lists every one with its reason"
+            )
+        clips = sum(len(r.clip_ids) for r in self.results.values())
+        live.report(
+            "curate", done, len(self.plan.sources), "source", clips=clips, rejected=rejected
+        )
 
     def unfinished(self) -> list[str]:
         return sorted(
@@ -230,6 +247,7 @@ def run_pending(plan: CurationPlan, progress: Progress | None = None) -> dict[st
     DataContext.get_current().enable_progress_bars = False  # one line per source instead
     workers = plan.config.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     tracker = CommitTracker(plan, progress)
+    live.report("curate", len(plan.committed), len(plan.sources), "source")
     for batch in build_dataset(plan, workers).iter_batches(batch_size=None, batch_format="numpy"):
         tracker.observe(batch)
     unfinished = tracker.unfinished()

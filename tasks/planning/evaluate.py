@@ -33,6 +33,7 @@ import torch
 
 from modeling.cem import CEMConfig, shift_plan
 from modeling.world_model import WorldModel, load_world_model
+from tasks import progress as live
 from tasks.robot.collect import RandomPolicy, StateSpec, check_env, extract_state, make_env
 
 CEM_FIELDS = tuple(f.name for f in fields(CEMConfig))
@@ -257,6 +258,7 @@ def evaluate(
     try:
         space = check_env(env)
         repeat = action_repeat(env, model_fps, config.action_repeat)
+        live.report("eval-planning", 0, config.episodes, "episode")
         for episode in range(config.episodes):
             seed = config.seed + episode
             goal_frame, goal_state = make_goal(env, seed, config.goal_steps)
@@ -270,6 +272,8 @@ def evaluate(
             )
             if progress is not None:
                 progress(episode + 1, planned[-1], randoms[-1])
+            successes = sum(r.success for r in planned)
+            live.report("eval-planning", episode + 1, config.episodes, "episode", success=successes)
     finally:
         env.close()
     return summarise(config, planned, randoms, repeat, time.monotonic() - started)

@@ -178,4 +178,7 @@ def fit(
             datasets_to_split=[name for name in datasets or {} if name not in unsplit]
         ),
     )
-    trainer.fit()
+    from tasks import progress
+
+    with progress.relay():  # the loop's reports reach the CLI's progress display
+        trainer.fit()

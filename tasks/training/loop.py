@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from tasks import progress
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import full_state
 
@@ -157,8 +158,11 @@ def run_loop(
     if is_writer and position.step:
         store.discard_after(position.step)
         print(f"[{config.name}] resuming at step {position.step}", file=sys.stderr, flush=True)
+        progress.warn(f"{config.name} continues from its checkpoint at step {position.step}")
     if position.step >= config.total_steps:
         return position
+    if is_writer:
+        progress.report(config.name, position.step, config.total_steps, "step")
     batches = batch_stream(source, position, config.prefetch)
     try:
         _steps(job, batches, store, config, position, is_writer, report)
@@ -189,6 +193,11 @@ def _steps(
         pending.append(row)
         if report is not None and position.step % config.log_every == 0:
             report(row)
+        if is_writer:
+            figures = {k: v for k, v in metrics.items() if "loss" in k} or dict(
+                list(metrics.items())[:2]
+            )
+            progress.report(config.name, position.step, config.total_steps, "step", **figures)
         if is_writer and position.step % config.log_every == 0:
             rate = (position.step - first_step) / max(time.monotonic() - started, 1e-9)
             shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())

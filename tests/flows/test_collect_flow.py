@@ -49,7 +49,7 @@ def test_cli_json_contract(
     assert payload["episodes"] == 2 and payload["frames"] == 10 and payload["fps"] == 5
     assert payload["output"] == output
     assert payload["video_key"] == "observation.images.top"
-    assert "[collect] episode 2/2" in captured.err
+    assert "[collect] done: 2 episodes" in captured.err
     assert LeRobotReader(output).info["total_frames"] == 10
 
 

@@ -41,8 +41,12 @@ def test_pretrain_then_probe_commands(
         "--json",
     ]
     assert main(pretrain) == 0
-    summary = last_json(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = last_json(captured.out)
     assert summary["steps"] == 2 and Path(summary["encoder_checkpoint"]).is_file()
+    # the Ray Train worker's progress reached the CLI's display (plain lines: not a terminal)
+    assert "[pretrain] done: 2 steps" in captured.err and "loss" in captured.err
+    assert (output / "logs" / "vjepa.log").is_file()
 
     probe = [
         "probe",

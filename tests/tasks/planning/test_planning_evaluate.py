@@ -71,7 +71,7 @@ def test_planner_beats_random_actions(
     assert summary["mean_final_distance"] < summary["random_mean_final_distance"]
     assert summary["mean_final_distance"] < summary["mean_initial_distance"]
     assert summary["success_rate"] >= summary["random_success_rate"]
-    assert "[eval-planning] episode 8" in captured.err
+    assert "[eval-planning] done: 8 episodes" in captured.err
     assert (output / "final_distance.png").stat().st_size > 0
     assert json.loads((output / "results.json").read_text())["episodes"] == 8
 

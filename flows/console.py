@@ -1,0 +1,121 @@
+"""What a `vjepa` command shows on the console, and where everything else goes.
+
+By default a command's console carries only the platform's own words: progress (a bar per
+stage on a terminal, a few plain lines otherwise; `tasks.progress`), warnings that matter,
+errors and the summary on stdout. Everything else written to stderr while the command runs
+(Ray, Ray Data, Ray Train, Ray Serve and Prefect logs, Python warnings, the output of the
+processes they start) goes to a log file in the run's folder:
+
+- `vjepa demo`: `WORKDIR/logs/vjepa.log`;
+- `curate`, `pretrain`, `probe`, `posttrain`, `align` with a local `--output`: `OUTPUT/logs/vjepa.log`;
+- other commands (and remote outputs): `~/.cache/vjepa/logs/<command>.log`, or `$VJEPA_LOG_DIR`.
+
+`-v/--verbose` keeps today's streams: nothing is redirected and progress prints plain lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from tasks import progress
+
+LOG_NAME = "vjepa.log"
+LOG_DIR_ENV = "VJEPA_LOG_DIR"
+# Commands whose --output is the run's own folder (a log beside the results is safe there;
+# `collect` and `sample-videos` refuse or replace a non-empty output, so they log elsewhere).
+RUN_FOLDER_COMMANDS = frozenset({"curate", "pretrain", "probe", "posttrain", "align"})
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` and `--log-file` on every command."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="stream Ray and Prefect logs to the console instead of the log file",
+    )
+    parser.add_argument(
+        "--log-file", metavar="PATH", help="where Ray and Prefect logs go (default: the run folder)"
+    )
+
+
+def log_path(args: argparse.Namespace) -> str:
+    """The log file of this run (see the module docstring)."""
+    if getattr(args, "log_file", None):
+        return os.path.abspath(os.path.expanduser(args.log_file))
+    workdir = getattr(args, "workdir", None)
+    output = getattr(args, "output", None)
+    folder = None
+    if workdir and "://" not in workdir:
+        folder = workdir
+    elif args.command in RUN_FOLDER_COMMANDS and isinstance(output, str) and "://" not in output:
+        folder = output
+    if folder is not None:
+        return os.path.join(os.path.abspath(os.path.expanduser(folder)), "logs", LOG_NAME)
+    base = os.environ.get(LOG_DIR_ENV) or os.path.join("~", ".cache", "vjepa", "logs")
+    return os.path.join(os.path.abspath(os.path.expanduser(base)), f"{args.command}.log")
+
+
+def _open_log(path: str) -> tuple[TextIO, str]:
+    """The log file opened for appending; falls back to the cache folder when `path` cannot be."""
+    for candidate in (path, os.path.join(os.path.expanduser("~/.cache/vjepa/logs"), LOG_NAME)):
+        try:
+            os.makedirs(os.path.dirname(candidate), exist_ok=True)
+            return open(candidate, "a", buffering=1, encoding="utf-8", errors="replace"), candidate
+        except OSError:
+            continue
+    return open(os.devnull, "w"), os.devnull
+
+
+def _real_stderr_fd() -> int | None:
+    """Descriptor 2 when `sys.stderr` writes to it (not a test's capture object)."""
+    try:
+        return 2 if sys.stderr.fileno() == 2 else None
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
+@contextmanager
+def console_output(args: argparse.Namespace) -> Iterator[str | None]:
+    """Route output for one command run; yields the log file's path (None with --verbose)."""
+    if getattr(args, "verbose", False):
+        os.environ.setdefault("VJEPA_LOG_TO_DRIVER", "1")
+        progress.activate(sys.stderr, bars=False)
+        try:
+            yield None
+        finally:
+            progress.deactivate()
+        return
+    log, path = _open_log(log_path(args))
+    log.write(
+        f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} vjepa {args.command} (pid {os.getpid()})\n"
+    )
+    saved_stderr, fd = sys.stderr, _real_stderr_fd()
+    saved_fd = None
+    if fd is not None:  # child processes and C++ logs write to the descriptor itself
+        sys.stderr.flush()
+        saved_fd = os.dup(fd)
+        os.dup2(log.fileno(), fd)
+        console: TextIO = os.fdopen(os.dup(saved_fd), "w", buffering=1, encoding="utf-8")
+    else:
+        console = saved_stderr
+    sys.stderr = log
+    progress.activate(console)
+    try:
+        yield path
+    finally:
+        progress.deactivate()
+        sys.stderr = saved_stderr
+        if saved_fd is not None:
+            sys.stderr.flush()
+            os.dup2(saved_fd, fd)  # type: ignore[arg-type]
+            os.close(saved_fd)
+            console.close()
+        log.flush()  # left open: handlers that libraries made during the run still point at it

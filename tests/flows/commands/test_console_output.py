@@ -1,0 +1,67 @@
+"""What a real `vjepa` process shows: a few lines of its own on stderr, the internals in the log.
+
+Each test runs the CLI as a subprocess, with stderr a pipe (not a terminal), so the console
+redirection works on the real file descriptors, as for a user piping into a file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+INTERNALS = ("INFO", "Flow run", "Task run", "temporary server", "streaming_executor", "Ray")
+
+
+def _vjepa(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for name in ("RAY_ADDRESS", "PREFECT_API_URL"):  # a fresh process: its own Ray and API
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+def test_curate_prints_its_own_lines_and_logs_ray_and_prefect(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    video = sorted(sample_dir.glob("sample_*"))[0]
+    output = tmp_path / "out"
+    done = _vjepa("curate", f"--input={video}", f"--output={output}", "--frames=4", "--size=32")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert lines and len(lines) <= 6, lines
+    assert all(line.startswith("[curate] ") for line in lines), lines
+    assert not [line for line in lines if any(word in line for word in INTERNALS)], lines
+    assert lines[-1].startswith("[curate] done: 1 sources")
+    log = (output / "logs" / "vjepa.log").read_text()
+    assert "Started a local Ray instance" in log  # Ray's driver log
+    assert "Starting temporary server" in log and "Beginning flow run" in log  # Prefect
+    assert f"[curate] 1/1 {video}" in log  # the per-source detail line, in the log only
+
+
+def test_verbose_streams_prefect_logs_to_the_console(tmp_path: Path) -> None:
+    output = tmp_path / "robot"
+    args = ("collect", "--env=vjepa/PointReach-v0", "--episodes=1", "--steps-per-episode=3")
+    quiet = _vjepa(*args, f"--output={output}", "--log-file", str(tmp_path / "quiet.log"))
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert "Beginning flow run" not in quiet.stderr and "[collect] done: 1 episodes" in quiet.stderr
+    assert "Beginning flow run" in (tmp_path / "quiet.log").read_text()
+
+    loud = _vjepa(*args, f"--output={tmp_path / 'robot2'}", "-v")
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert "Beginning flow run" in loud.stderr and "[collect] episode 1/1" in loud.stderr
+
+
+def test_every_command_takes_the_verbose_and_log_file_flags() -> None:
+    from flows.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert commands
+    for name, command in commands.items():  # type: ignore[union-attr]
+        flags = command._option_string_actions
+        assert {"-v", "--verbose", "--log-file"} <= set(flags), name
