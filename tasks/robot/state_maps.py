@@ -22,6 +22,15 @@ def reacher_fingertip(observation: Any, info: dict[str, Any]) -> np.ndarray:
     return values[4:6] + values[8:10]
 
 
+def pusher_fingertip(observation: Any, info: dict[str, Any]) -> np.ndarray:
+    """Gymnasium MuJoCo `Pusher-v5`: the arm's fingertip (x, y, z) (observation dims 14-16).
+
+    A reaching goal for random-action data: random arm motions move the fingertip by
+    0.1-0.6 in 20 steps but leave the object where it is.
+    """
+    return np.asarray(observation, dtype=np.float32).reshape(-1)[14:17]
+
+
 def pusher_object(observation: Any, info: dict[str, Any]) -> np.ndarray:
     """Gymnasium MuJoCo `Pusher-v5`: the object's (x, y) (observation dims 17-18)."""
     return np.asarray(observation, dtype=np.float32).reshape(-1)[17:19]

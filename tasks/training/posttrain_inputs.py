@@ -27,6 +27,7 @@ from tasks import storage
 from tasks.planning.dynamics import action_bounds, fit_action_scale, read_state_actions
 from tasks.robot.layout import ACTION_KEY, STATE_KEY
 from tasks.robot.windows import WindowConfig
+from tasks.training.stopping import StoppingRule
 
 PRESETS = tuple(AC_PRESETS)  # names of the AC predictor preset functions
 # CEM settings that plan in well under a second per step on a laptop CPU with the tiny models.
@@ -55,6 +56,12 @@ class PosttrainConfig:
     # ArmReach 300 steps left the shuffled-action gain at 0.034 and planning worse than random
     # (final distance 2.05 vs 0.80); 1500 gave gain 0.12, success 0.50 vs 0.00, distance 0.24.
     steps: int = 1500
+    # The stopping rule (`tasks.training.stopping`): every `stop_every` steps the held-out
+    # shuffled-action gain is measured; training stops once it has not risen by
+    # `stop_min_improvement` for `stop_patience` evaluations; `steps` is the cap. 0: off.
+    stop_every: int = 250
+    stop_patience: int = 2
+    stop_min_improvement: float = 0.005
     batch_size: int = 16
     frames: int = 3
     rollout_steps: int = 2
@@ -90,12 +97,16 @@ class PosttrainConfig:
                 f"need frames >= 2 and 1 <= rollout_steps <= frames - 1, "
                 f"got frames={self.frames}, rollout_steps={self.rollout_steps}"
             )
+        self.stopping_rule()  # its own checks (every >= 0, patience >= 1)
         if self.preset not in PRESETS:
             raise ValueError(f"unknown AC predictor preset {self.preset!r}; choose from {PRESETS}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if self.image_size is not None and (self.image_size < 16 or self.image_size % 16):
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
+
+    def stopping_rule(self) -> StoppingRule:
+        return StoppingRule(self.stop_every, self.stop_patience, self.stop_min_improvement)
 
     def schedule(self) -> LRSchedule:
         warmup = max(1, self.steps // 20)
@@ -171,13 +182,18 @@ def model_image_size(height: int, width: int, configured: int | None) -> tuple[i
     if height == width and height % 16 == 0:
         return height, True
     size = max(16, min(height, width) // 16 * 16)
-    print(
-        f"[posttrain] frames are {height}x{width}: resized to {size}x{size} by the serving rule "
-        "(short side, centre crop); pass an image size to choose another",
-        file=sys.stderr,
-        flush=True,
-    )
+    if (height, width, size) not in _RESIZES_SAID:  # the CLI checks, then runs: one message
+        _RESIZES_SAID.add((height, width, size))
+        print(
+            f"[posttrain] frames are {height}x{width}: resized to {size}x{size} by the serving "
+            "rule (short side, centre crop); pass an image size to choose another",
+            file=sys.stderr,
+            flush=True,
+        )
     return size, False
+
+
+_RESIZES_SAID: set[tuple[int, int, int]] = set()  # (height, width, size) already announced
 
 
 def describe_dataset(config: PosttrainConfig) -> DatasetFacts:

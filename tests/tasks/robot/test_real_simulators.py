@@ -3,6 +3,7 @@ namespaced ids that import their package, frame sizes that are not multiples of 
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flows.cli import main
 from tasks.robot.collect import CollectConfig, CollectError, StateSpec, collect, make_env
-from tasks.training.posttrain_inputs import model_image_size
+from tasks.training import posttrain_inputs
+from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset, model_image_size
 
 pytest.importorskip("mujoco")
 
@@ -23,7 +26,7 @@ FINGERTIP = StateSpec(function="tasks.robot.state_maps:reacher_fingertip")
 def test_reacher_renders_headless_with_the_fingertip_as_state() -> None:
     env = make_env("Reacher-v5", REACHER, FINGERTIP)
     observation, info = env.reset(seed=0)
-    frame = env.render()
+    frame = np.asarray(env.render())
     assert frame.shape == (48, 64, 3) and frame.std() > 5  # a real picture, not a blank buffer
     np.testing.assert_allclose(info["state"], observation[4:6] + observation[8:10], atol=1e-6)
     _, _, _, _, info = env.step(np.ones(2, dtype=np.float32))
@@ -68,9 +71,51 @@ def test_namespaced_id_imports_its_package(tmp_path: Path, monkeypatch: pytest.M
         make_env("no_such_package_here/Env-v0")
 
 
+@pytest.fixture()
+def fresh_notices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No resize announced yet in this process (other tests may have announced theirs)."""
+    monkeypatch.setattr(posttrain_inputs, "_RESIZES_SAID", set())
+
+
+@pytest.mark.usefixtures("fresh_notices")
 def test_frames_off_the_16_grid_take_the_serving_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert model_image_size(64, 64, None) == (64, True)
     assert model_image_size(48, 64, None) == (48, False)  # short side, centre crop: said once
     assert "serving rule" in capsys.readouterr().err
     assert model_image_size(75, 100, None) == (64, False)
     assert model_image_size(75, 100, 32) == (32, True)
+
+
+@pytest.mark.usefixtures("fresh_notices")
+def test_the_resize_is_said_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`vjepa posttrain` describes the dataset twice (the fail-fast check, then the run)."""
+    data = tmp_path / "reacher"
+    collect(CollectConfig("Reacher-v5", 2, str(data), steps_per_episode=4, env_kwargs=REACHER))
+    config = PosttrainConfig(encoder="unused", trajectories=str(data), output=str(tmp_path / "o"))
+    capsys.readouterr()
+    first, second = describe_dataset(config), describe_dataset(config)
+    assert first.image_size == second.image_size == 48
+    assert capsys.readouterr().err.count("serving rule") == 1
+
+
+def _collect_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    capsys.readouterr()
+    assert main(["collect", "--episodes", "1", "--steps-per-episode", "3", "--json", *argv]) == 0
+    return dict(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_collect_cli_on_two_mujoco_envs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reacher-v5 with --state-dims, Pusher-v5 with --state-fn: each at its own fps and size."""
+    reacher = _collect_cli(["--env", "Reacher-v5", "--output", str(tmp_path / "r"),
+                            "--state-dims", "4,5", "--env-kwargs", json.dumps(REACHER)],
+                           capsys)  # fmt: skip
+    assert (reacher["fps"], reacher["state_dim"], reacher["action_dim"]) == (50, 2, 2)
+    assert (reacher["image_height"], reacher["image_width"]) == (48, 64)
+    pusher = _collect_cli(["--env", "Pusher-v5", "--output", str(tmp_path / "p"), "--state-fn",
+                           "tasks.robot.state_maps:pusher_fingertip", "--env-kwargs",
+                           '{"width": 80, "height": 60}'], capsys)  # fmt: skip
+    assert (pusher["fps"], pusher["state_dim"], pusher["action_dim"]) == (20, 3, 7)
+    assert (pusher["image_height"], pusher["image_width"]) == (60, 80)
+    frames = json.loads((tmp_path / "p" / "meta" / "info.json").read_text())["features"]
+    assert frames["observation.images.top"]["shape"][:2] == [60, 80]
