@@ -112,7 +112,13 @@ def _load(result_type: type[R], values: dict[str, Any]) -> R:
 
 
 def _announce(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """One line for the user on the console (above the progress bars, not into the log file)."""
+    try:
+        from tasks.progress import message
+    except ImportError:  # a tree without the console module
+        print(line, file=sys.stderr, flush=True)
+    else:
+        message(line)
 
 
 class Stages:
