@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import sys
 import time
@@ -74,6 +75,17 @@ def _open_log(path: str) -> tuple[TextIO, str]:
     return open(os.devnull, "w"), os.devnull
 
 
+class WarningsToConsole(logging.Handler):
+    """The "vjepa" loggers' warnings (layers that cannot import `tasks`: a retried request in
+    `serving.client`) on the console, once per message template."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress.warn(record.getMessage(), key=f"{record.name}:{record.msg}")
+
+
 def _real_stderr_fd() -> int | None:
     """Descriptor 2 when `sys.stderr` writes to it (not a test's capture object)."""
     try:
@@ -108,9 +120,12 @@ def console_output(args: argparse.Namespace) -> Iterator[str | None]:
         console = saved_stderr
     sys.stderr = log
     progress.activate(console)
+    handler, platform = WarningsToConsole(), logging.getLogger("vjepa")
+    platform.addHandler(handler)
     try:
         yield path
     finally:
+        platform.removeHandler(handler)
         progress.deactivate()
         sys.stderr = saved_stderr
         if saved_fd is not None:

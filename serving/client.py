@@ -12,6 +12,7 @@ functions of their inputs, so a retried POST is safe. `VQAClient` asks questions
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any, Self
@@ -23,6 +24,9 @@ import numpy as np
 from serving.codec import CONTENT_TYPE, decode_array, pack
 from serving.schemas import PlanResult
 from serving.vqa_schemas import VQAResponse
+
+LOGGER = logging.getLogger("vjepa.serving.client")
+LOGGER.addHandler(logging.NullHandler())  # no last-resort print outside the CLI
 
 
 def wait_healthy(url: str, timeout: float = 120.0) -> None:
@@ -88,6 +92,8 @@ class _Client:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.num_retries += 1
+                # once per run on the console (`flows.console` routes "vjepa" warnings there)
+                LOGGER.warning("retrying requests to %s after %s", self.http.base_url, last)
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
             try:
                 response = self.http.request(

@@ -6,10 +6,13 @@ redirection works on the real file descriptors, as for a user piping into a file
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 INTERNALS = ("INFO", "Flow run", "Task run", "temporary server", "streaming_executor", "Ray")
@@ -65,3 +68,22 @@ def test_every_command_takes_the_verbose_and_log_file_flags() -> None:
     for name, command in commands.items():  # type: ignore[union-attr]
         flags = command._option_string_actions
         assert {"-v", "--verbose", "--log-file"} <= set(flags), name
+
+
+def test_a_retried_request_is_one_console_warning_in_our_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.console import console_output
+    from serving.client import PlannerClient, ServingError
+
+    args = argparse.Namespace(command="eval-planning", verbose=False, log_file=None)
+    args.log_file = str(tmp_path / "run.log")
+    with console_output(args):
+        client = PlannerClient("http://127.0.0.1:9", retries=2, backoff=0.0, timeout=1.0)
+        for _ in range(2):  # two failed calls, 4 retries in all
+            with pytest.raises(ServingError):
+                client.models()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "warning: retrying requests to http://127.0.0.1:9"
+    )
