@@ -109,6 +109,43 @@ def read_clips(
     )
 
 
+def read_clip_table(uri: str, columns: Sequence[str] | None = None, verify: bool = True) -> Any:
+    """Every clip of the dataset as one `pyarrow.Table` read in this process, in shard order
+    (`verify` as in `read_clips`). For datasets that fit in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = read_manifest(uri)
+    if not manifest["shards"]:
+        raise ValueError(f"the curated dataset at {uri} has no clips")
+    if verify:
+        verify_shards(uri, manifest)
+    filesystem = storage.pyarrow_filesystem(uri)[0]
+    wanted = list(columns or CLIP_COLUMNS)
+    return pa.concat_tables(
+        pq.read_table(path, columns=wanted, filesystem=filesystem)
+        for path in shard_paths(uri, manifest)
+    )
+
+
+def table_batch(table: Any) -> dict[str, np.ndarray]:
+    """A `pyarrow.Table` as the numpy batch Ray Data stages take (binary and list columns as
+    object arrays)."""
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def batch_table(batch: dict[str, np.ndarray], schema: Any = None) -> Any:
+    """A numpy batch back to a `pyarrow.Table`; columns named in `schema` keep its types."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in batch.items():
+        kind = schema.field(name).type if schema is not None and name in schema.names else None
+        items = list(values) if values.dtype.kind == "O" else values
+        arrays[name] = pa.array(items, type=kind)
+    return pa.table(arrays)
+
+
 def clips_to_array(frames: Sequence[bytes] | np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Binary clips (one per row) -> uint8 array `(B, T, H, W, C)`."""
     shape = tuple(int(size) for size in shape)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from tasks import storage
 from tasks.training.checkpoints import CheckpointStore
@@ -72,6 +74,37 @@ def cache_if_small(dataset: Any, approx_bytes: int, limit: int = IN_MEMORY_LIMIT
 
     keep_input_order()
     return dataset.materialize() if approx_bytes <= limit else dataset
+
+
+def training_clips(
+    uri: str,
+    columns: Sequence[str] | None = None,
+    keep: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    limit: int = IN_MEMORY_LIMIT,
+) -> Any:
+    """The curated clips a training job reads, as a Ray Dataset in the dataset's order, after
+    the row stage `keep` (a Ray Data `map_batches` callable: filters, added label columns).
+
+    A dataset whose decoded clips fit under `limit` is read in this process with pyarrow,
+    passed through `keep` and put into Ray's object store whole (`ray.data.from_arrow`): on
+    a small dataset the read and map tasks of Ray Data (worker processes, scheduling) cost
+    far more than the read itself. A bigger one streams through `read_clips` as before.
+    """
+    import ray
+
+    from tasks.clips import batch_table, decoded_bytes, read_clip_table, read_clips, table_batch
+    from tasks.training.ordering import keep_input_order
+
+    keep_input_order()
+    if decoded_bytes(uri) > limit:
+        clips = read_clips(uri, columns=columns)
+        return clips.map_batches(keep) if keep is not None else clips
+    table = read_clip_table(uri, columns=columns)
+    if keep is not None:
+        table = batch_table(keep(table_batch(table)), table.schema)
+    if table.num_rows == 0:
+        raise ValueError(f"no clip of {uri} is left to train on: check the labels' sources")
+    return ray.data.from_arrow(table)
 
 
 class ScaleError(ValueError):

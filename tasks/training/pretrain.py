@@ -43,7 +43,7 @@ from tasks.training.job import (
     restore_generator,
     scalar,
 )
-from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
+from tasks.training.launch import ScaleConfig, check_output, fit, training_clips
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import plot_curves, save_model, write_summary
 from tasks.training.summaries import PretrainSummary
@@ -272,12 +272,10 @@ def pretrain_loop(config_values: dict[str, Any]) -> None:
 
 def run_pretrain(config: PretrainConfig, scale: ScaleConfig) -> PretrainSummary:
     """Driver side: check the output, open the curated clips, train, return the summary."""
-    from tasks.clips import decoded_bytes, read_clips
     from tasks.training.outputs import read_summary
 
     check_output(config.output, config.resume)
-    clips = read_clips(config.data, columns=["clip_id", "shape", "frames"])
-    dataset = cache_if_small(clips, decoded_bytes(config.data))
+    dataset = training_clips(config.data, columns=["clip_id", "shape", "frames"])
     fit(
         pretrain_loop,
         dataclasses.asdict(config),

@@ -35,7 +35,7 @@ from tasks import storage
 from tasks.tables import SourceMatcher, read_table
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext
-from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
+from tasks.training.launch import ScaleConfig, check_output, fit, training_clips
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import fetch_file, plot_curves, save_model, write_summary
 from tasks.training.summaries import ProbeSummary
@@ -348,22 +348,17 @@ class AttachLabels:
 
 def run_probe(config: ProbeConfig, scale: ScaleConfig) -> ProbeSummary:
     """Driver side: join labels, split by source, train the probe sweep, return the summary."""
-    from tasks.clips import decoded_bytes, read_clips
     from tasks.training.outputs import read_summary
 
     check_output(config.output, config.resume)
     labels = read_labels(config.labels, config.label_column)
     columns = ["clip_id", "source", "shape", "frames"]
-    size = decoded_bytes(config.data)
-    clips = read_clips(config.data, columns=columns)
     heldout = split_sources(labels, config.heldout_fraction, config.seed)
-    # The labelled splits of a small dataset are what gets materialised (not the clips as well,
-    # which held every clip twice): the workers then train with no Ray Data work pending and
-    # may take every CPU of the cluster (`launch.check_resources`).
-    train = clips.map_batches(AttachLabels(labels, set(labels) - heldout))
+    # Only the labelled splits are held (a small dataset's in memory): the workers then train
+    # with no Ray Data work pending and may take every CPU (`launch.check_resources`).
     datasets = {
-        "train": cache_if_small(train, size),
-        "heldout": cache_if_small(clips.map_batches(AttachLabels(labels, heldout)), size),
+        name: training_clips(config.data, columns, AttachLabels(labels, wanted))
+        for name, wanted in (("train", set(labels) - heldout), ("heldout", heldout))
     }
     fit(
         probe_loop,

@@ -33,7 +33,7 @@ from tasks import storage
 from tasks.tables import SourceMatcher
 from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext
-from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
+from tasks.training.launch import ScaleConfig, check_output, fit, training_clips
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.outputs import plot_curves, write_summary
 from tasks.vqa.clip_features import ClipFeatures, KeepSources, encode_clips
@@ -225,6 +225,13 @@ def build_model(
     return model, tokenizer, fingerprints
 
 
+def clip_side(grid: tuple[int, int, int], patch_size: int) -> int:
+    """The side of the square clips behind an encoder token grid `(T', H', W')`; 0 (not
+    recorded) for clips that are not square, which serving cannot resize a video body to."""
+    _, height, width = grid
+    return height * patch_size if height == width else 0
+
+
 def export(
     config: AlignConfig, job: AlignJob, fingerprints: tuple[str, str], started: float
 ) -> AlignSummary:
@@ -238,6 +245,7 @@ def export(
         lm_weights=config.lm_weights,
         lora_rank=config.lora_rank,
         steps=config.steps,
+        image_size=clip_side(job.clips.grid, model.encoder.config.patch_size),
     )
     final = storage.join(config.output, "final")
     with tempfile.TemporaryDirectory(prefix="vjepa-align-") as scratch:
@@ -304,7 +312,6 @@ def check_questions(items: Sequence[QAItem], uri: str) -> None:
 
 def run_align(config: AlignConfig, scale: ScaleConfig) -> AlignSummary:
     """Driver side: check inputs, keep the clips with training questions, train, return summary."""
-    from tasks.clips import decoded_bytes, read_clips
     from tasks.training.outputs import read_summary
     from tasks.vqa.lm import check_lm_folder, local_folder
 
@@ -316,8 +323,7 @@ def run_align(config: AlignConfig, scale: ScaleConfig) -> AlignSummary:
     train_sources = {item.source for item in items if item.split == TRAIN}
     if not train_sources:
         raise ValueError(f"{config.qa}: no training rows (split train)")
-    clips = read_clips(config.data).map_batches(KeepSources(train_sources))
-    datasets = {"train": cache_if_small(clips, decoded_bytes(config.data))}
+    datasets = {"train": training_clips(config.data, keep=KeepSources(train_sources))}
     fit(
         align_loop,
         dataclasses.asdict(config),
