@@ -16,6 +16,7 @@ over the envs (target >= 2).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import sys
@@ -28,6 +29,7 @@ import torch
 
 from modeling.checkpoints import save_model
 from modeling.encoder import VisionEncoder, tiny
+from tasks.planning.diagnose import DiagnoseConfig, diagnose
 from tasks.planning.evaluate import EvalConfig, WorldModelPlanner, evaluate
 from tasks.planning.rollouts import numpy_batches
 from tasks.robot import ENV_SUITE
@@ -37,6 +39,7 @@ from tasks.training.feature_cache import FeaturePool, encode_pool
 from tasks.training.job import WorkerContext
 from tasks.training.posttrain import PosttrainJob
 from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+from tasks.training.stopping import StoppingRule
 
 TOP_DOWN = {"distance": 0.75, "elevation": -90.0, "azimuth": 90.0, "lookat": [0.0, 0.0, 0.0]}
 PUSHER_TOP_DOWN = {"distance": 1.6, "elevation": -90.0, "azimuth": 90.0, "lookat": [0.2, -0.4, 0.0]}
@@ -83,10 +86,33 @@ class EnvResult:
     random_final_distance: float
     noop_fraction: float
     mean_energy_spread: float | None
+    eval_episodes: int
+    stopped_at: int  # the step the stopping rule chose (the step cap when it never fired)
+    gain_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    diagnosis: dict[str, float] = dataclasses.field(default_factory=dict)  # part -> value
+    verdicts: dict[str, bool] = dataclasses.field(default_factory=dict)  # part -> passed
+    finding: str = ""
+    diagnose_seconds: float = 0.0
+
+    def targets(self) -> dict[str, bool]:
+        """The issue's proof targets for this env."""
+        return {
+            "success >= 2x random": self.success >= 2 * self.random_success,
+            "success >= random + 0.25": self.success >= self.random_success + 0.25,
+            "distance <= 0.6x random": self.final_distance <= 0.6 * self.random_final_distance,
+            "gain >= 0.05": self.shuffled_action_gain >= 0.05,
+        }
 
 
-def train(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, dict[str, Any]]:
-    """The product's job and defaults, trained on a FeaturePool; held-out errors."""
+def train(
+    config: PosttrainConfig, encoder: Path, rule: StoppingRule
+) -> tuple[PosttrainJob, dict[str, Any], list[tuple[int, float]], int]:
+    """The product's job and defaults, trained on a FeaturePool to the step cap.
+
+    The held-out gain is measured every `rule.every` steps with a copy of the predictor kept;
+    the model returned is the one at the step the stopping rule picks from that curve, which is
+    the model a run with the rule active stops with (training up to there is the same).
+    """
     facts = describe_dataset(config)
     job = PosttrainJob(config, facts, WorkerContext.local(), encoder)
     windows = iter_windows(config.trajectories, facts.windows(config), facts.train_episodes)
@@ -94,6 +120,13 @@ def train(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, dict[st
         lambda batch: job.tensors(batch)[0].numpy(), numpy_batches(windows, 64)
     )
     source = pool.batches(config.batch_size, config.seed)
+
+    def heldout() -> dict[str, Any]:
+        held = iter_windows(config.trajectories, facts.windows(config), facts.heldout_episodes)
+        return job.heldout_errors(held)
+
+    curve: list[tuple[int, float]] = []
+    snapshots: dict[int, dict[str, Any]] = {}
     step, epoch = 0, 0
     while step < config.steps:
         for batch in source(epoch):
@@ -101,11 +134,18 @@ def train(config: PosttrainConfig, encoder: Path) -> tuple[PosttrainJob, dict[st
                 break
             job.train_step(batch, step)
             step += 1
+            if rule.evaluates_at(step, config.steps):
+                curve.append((step, round(float(heldout()["shuffled_action_gain"]), 4)))
+                snapshots[step] = copy.deepcopy(job.model.predictor.state_dict())
+                print(f"[suite] step {step} gain {curve[-1][1]}", file=sys.stderr, flush=True)
         epoch += 1
-    held = iter_windows(config.trajectories, facts.windows(config), facts.heldout_episodes)
-    errors = job.heldout_errors(held)
+    stop = rule.stop_step(curve)
+    if stop is not None:
+        job.model.predictor.load_state_dict(snapshots[stop])
+    errors = heldout()
+    curve.append((config.steps, round(float(errors["shuffled_action_gain"]), 4)))
     job.record_checks(errors["shuffled_action_gain"], errors)
-    return job, errors
+    return job, errors, curve, stop or config.steps
 
 
 def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> EnvResult:
@@ -120,7 +160,8 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
     if args.train_steps:
         config = dataclasses.replace(config, steps=args.train_steps)
     started = time.monotonic()
-    job, errors = train(config, encoder)
+    rule = StoppingRule(**json.loads(args.stopping)) if args.stopping else config.stopping_rule()
+    job, errors, curve, stopped_at = train(config, encoder, rule)
     seconds = time.monotonic() - started
     planner = WorldModelPlanner(job.model, seed=args.seed, **json.loads(args.cem))
     evaluation = EvalConfig(
@@ -129,7 +170,7 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
         env_kwargs=setting.env_kwargs, state=setting.state,
     )  # fmt: skip
     summary = evaluate(evaluation, planner, model_fps=job.model.spec.control_fps, progress=None)
-    return EnvResult(
+    result = EnvResult(
         env=env,
         held_out=env == args.holdout,
         train_seconds=round(seconds, 1),
@@ -141,21 +182,53 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
         random_final_distance=round(summary["random_mean_final_distance"], 4),
         noop_fraction=round(summary["noop_fraction"], 3),
         mean_energy_spread=summary["mean_energy_spread"],
+        eval_episodes=args.eval_episodes,
+        stopped_at=stopped_at,
+        gain_curve=curve,
+    )
+    return with_diagnosis(result, job, evaluation, args) if args.diagnose else result
+
+
+def with_diagnosis(
+    result: EnvResult, job: PosttrainJob, evaluation: EvalConfig, args: argparse.Namespace
+) -> EnvResult:
+    """The four `diagnose-world-model` verdicts with its defaults (same goals as the eval)."""
+    config = DiagnoseConfig(
+        result.env, "in-process", goal_steps=args.goal_steps, tolerance=evaluation.tolerance,
+        max_steps=args.max_steps, seed=evaluation.seed, env_kwargs=evaluation.env_kwargs,
+        state=evaluation.state,
+    )  # fmt: skip
+    started = time.monotonic()
+    found = diagnose(config, job.model)
+    return dataclasses.replace(
+        result,
+        diagnosis={part.name: round(part.value, 4) for part in found.parts},
+        verdicts={part.name: part.passed for part in found.parts},
+        finding=found.finding,
+        diagnose_seconds=round(time.monotonic() - started, 1),
     )
 
 
 def report(results: list[EnvResult]) -> None:
     print(f"{'env':28s} {'gain':>7s} {'ratio':>6s} {'succ':>5s} {'rand':>5s} {'dist':>6s} "
-          f"{'rdist':>6s} {'noop':>5s} {'train s':>7s}")  # fmt: skip
+          f"{'rdist':>6s} {'noop':>5s} {'train s':>7s} {'stop':>5s}")  # fmt: skip
     for r in results:
         name = r.env + (" (held out)" if r.held_out else "")
         print(f"{name:28s} {r.shuffled_action_gain:7.3f} {r.heldout_ratio:6.3f} {r.success:5.2f} "
               f"{r.random_success:5.2f} {r.final_distance:6.3f} {r.random_final_distance:6.3f} "
-              f"{r.noop_fraction:5.2f} {r.train_seconds:7.1f}")  # fmt: skip
+              f"{r.noop_fraction:5.2f} {r.train_seconds:7.1f} {r.stopped_at:5d}")  # fmt: skip
+    for r in results:
+        missed = [name for name, met in r.targets().items() if not met]
+        verdicts = ", ".join(f"{k} {'ok' if v else 'FAIL'}" for k, v in r.verdicts.items())
+        print(f"  {r.env}: targets {'all met' if not missed else 'missed: ' + ', '.join(missed)}"
+              f"; diagnosis: {verdicts or 'not run'}")  # fmt: skip
     ratios = [r.success / max(r.random_success, 0.05) for r in results]
     print(
         json.dumps(
-            {"ratio": round(min(ratios), 3), "envs": [dataclasses.asdict(r) for r in results]}
+            {
+                "ratio": round(min(ratios), 3),
+                "envs": [dataclasses.asdict(r) | {"targets": r.targets()} for r in results],
+            }
         )
     )
 
@@ -167,13 +240,18 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--steps-per-episode", type=int, default=30)
     parser.add_argument("--train-steps", type=int, default=None, help="default: PosttrainConfig's")
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--max-steps", type=int, default=20)
-    parser.add_argument("--goal-steps", type=int, default=10)
-    parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--eval-episodes", type=int, default=EvalConfig.episodes)
+    parser.add_argument("--max-steps", type=int, default=EvalConfig.max_steps)
+    parser.add_argument("--goal-steps", type=int, default=EvalConfig.goal_steps)
+    parser.add_argument("--tolerance", type=float, default=EvalConfig.tolerance)
+    parser.add_argument(
+        "--stopping", default="", help="JSON StoppingRule fields (default: the config's)"
+    )
     parser.add_argument("--cem", default="{}", help="JSON CEM overrides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run diagnose-world-model's four parts (its defaults)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = []

@@ -37,7 +37,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--trajectories", required=True, help="LeRobot v3 dataset (folder or s3://)"
     )
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
+    parser.add_argument(
+        "--steps", type=int, default=1500, help="optimizer steps, the cap (default 1500)"
+    )
+    parser.add_argument(
+        "--stop-every",
+        type=int,
+        default=250,
+        help="stopping rule: measure the held-out shuffled-action gain every N steps (0: off, "
+        "train to --steps; default 250)",
+    )
+    parser.add_argument(
+        "--stop-patience",
+        type=int,
+        default=2,
+        help="stop after this many evaluations without a rise (default 2)",
+    )
+    parser.add_argument(
+        "--stop-min-improvement",
+        type=float,
+        default=0.005,
+        help="the rise in gain that counts (default 0.005)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="windows per worker and step")
     parser.add_argument("--frames", type=int, default=3, help="frames per window (default 3)")
     parser.add_argument(
@@ -107,6 +128,9 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
             trajectories=local_uri(args.trajectories),
             output=local_uri(args.output),
             steps=args.steps,
+            stop_every=args.stop_every,
+            stop_patience=args.stop_patience,
+            stop_min_improvement=args.stop_min_improvement,
             batch_size=args.batch_size,
             frames=args.frames,
             rollout_steps=args.rollout_steps,
@@ -146,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     except (ExistingRunError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
     print(
-        f"post-trained {summary.steps} steps: loss {summary.first_loss:.4f} -> "
+        f"post-trained {summary.steps} steps{' (stopped early)' if summary.stopped_early else ''}: loss {summary.first_loss:.4f} -> "
         f"{summary.final_loss:.4f}; held-out rollout error {summary.heldout_rollout_error:.4f} "
         f"vs no-change {summary.heldout_copy_error:.4f}; world model at {summary.world_model_dir}"
         f" (action scale {summary.action_scale}); shuffled-action gain "
@@ -154,7 +178,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if summary.blind_to_actions:
         from flows.posttrain import blind_warning
-
         from tasks.progress import warn
 
         warn(blind_warning(summary))

@@ -152,8 +152,13 @@ def run_loop(
     *,
     is_writer: bool = True,
     report: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> Position:
-    """Train until `config.total_steps`; only the writer (rank 0) saves and prints."""
+    """Train until `config.total_steps`; only the writer (rank 0) saves and prints.
+
+    `should_stop(step)` is asked after every step (a stopping rule; every rank must answer the
+    same): True saves a checkpoint at that step and ends the loop before the cap.
+    """
     position = restore(job, store)
     if is_writer and position.step:
         store.discard_after(position.step)
@@ -165,7 +170,7 @@ def run_loop(
         progress.report(config.name, position.step, config.total_steps, "step")
     batches = batch_stream(source, position, config.prefetch)
     try:
-        _steps(job, batches, store, config, position, is_writer, report)
+        _steps(job, batches, store, config, position, is_writer, report, should_stop)
     finally:
         if isinstance(batches, Prefetcher):
             batches.close()
@@ -180,6 +185,7 @@ def _steps(
     position: Position,
     is_writer: bool,
     report: Callable[[dict[str, Any]], None] | None,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> None:
     """The steps from `position` to `config.total_steps`; `position` follows the consumed batches."""
     pending: list[dict[str, Any]] = []
@@ -206,10 +212,13 @@ def _steps(
                 file=sys.stderr,
                 flush=True,
             )
-        last = position.step == config.total_steps
+        stop = should_stop is not None and should_stop(position.step)
+        last = position.step == config.total_steps or stop
         if last or position.step % config.checkpoint_every == 0:
             # Every rank builds the state: gathering FSDP shards is collective. The writer saves.
             state = {"job": full_state(job.state_dict()), "position": dataclasses.asdict(position)}
             if is_writer:
                 store.save(position.step, state, pending)
             pending = []
+        if stop:
+            return

@@ -56,6 +56,7 @@ from tasks.training.posttrain_inputs import (
     check_encoder,
     describe_dataset,
 )
+from tasks.training.stopping import stop_check
 from tasks.training.summaries import PosttrainSummary
 
 
@@ -110,6 +111,7 @@ class PosttrainJob:
             parameter_groups(predictor, config.weight_decay), lr=config.peak_lr
         )
         self.schedule = config.schedule()
+        self.gain_curve: list[tuple[int, float]] = []  # (step, held-out gain) of the stopping rule
 
     def spec(self) -> WorldModelSpec:
         facts = self.facts
@@ -236,6 +238,8 @@ class PosttrainJob:
             trajectories=self.config.trajectories,
             spec=dataclasses.asdict(self.model.spec),
             shuffled_action_gain=self.model.spec.shuffled_action_gain,
+            gain_curve=list(self.gain_curve),
+            stopped_early=bool(rows) and rows[-1]["step"] < self.config.steps,
         )
         write_summary(output, summary)
         return summary
@@ -314,12 +318,25 @@ def posttrain_loop(values: dict[str, Any]) -> None:
         source = window_batches("train", config.batch_size, config.seed)
     loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name="posttrain")
     store = CheckpointStore(config.output)
-    run_loop(job, source, store, loop, is_writer=context.is_writer, report=context.report)
+
+    def held() -> Iterator[Window]:
+        windows = facts.windows(config)
+        return iter_windows(config.trajectories, windows, facts.heldout_episodes, *facts.keys())
+
+    def measure(step: int) -> float:
+        gain = float(job.heldout_errors(held())["shuffled_action_gain"])
+        if context.is_writer:
+            print(f"[posttrain] step {step}: held-out shuffled-action gain {gain:.4f}", flush=True)
+        return gain
+
+    rule = config.stopping_rule()
+    stop = stop_check(rule, config.steps, measure, job.gain_curve, context.device)
+    run_loop(
+        job, source, store, loop, is_writer=context.is_writer, report=context.report,
+        should_stop=stop if rule.enabled else None,
+    )  # fmt: skip
     if context.is_writer:
-        held = iter_windows(
-            config.trajectories, facts.windows(config), facts.heldout_episodes, *facts.keys()
-        )
-        job.export(held)
+        job.export(held())
 
 
 def run_posttrain(config: PosttrainConfig, scale: ScaleConfig) -> PosttrainSummary:

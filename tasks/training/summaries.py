@@ -97,6 +97,10 @@ class PosttrainSummary(JobSummary):
     # Held-out rollout error with another window's actions minus with the true ones, over the
     # copy error (`tasks.planning.rollouts`); None in summaries written before it was measured.
     shuffled_action_gain: float | None = None
+    # The stopping rule's evaluations (step, held-out gain) and whether it ended the run before
+    # the step cap (`tasks.training.stopping`); empty when the rule is off.
+    gain_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
 
     @property
     def blind_to_actions(self) -> bool:

@@ -146,3 +146,19 @@ def test_config_rejects_bad_values() -> None:
         PosttrainConfig("e", "t", "o", frames=3, rollout_steps=3)
     with pytest.raises(ValueError, match="preset"):
         PosttrainConfig("e", "t", "o", preset="huge")
+
+
+def test_the_stopping_rule_ends_a_run_before_the_cap(
+    ray_cluster: None, small_run_inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # the gain must rise by 10 (it cannot): the first evaluation (step 2) sets the best, the
+    # second (step 4) is stale, and patience 1 stops there
+    config = _config(
+        small_run_inputs, str(tmp_path / "run"), steps=8, checkpoint_every=4,
+        stop_every=2, stop_patience=1, stop_min_improvement=10.0,
+    )  # fmt: skip
+    summary = run_posttrain(config, ScaleConfig())
+    assert summary.steps == 4 and summary.stopped_early
+    assert [step for step, _ in summary.gain_curve] == [2, 4]
+    assert CheckpointStore(config.output).latest_step() == 4
+    assert load_world_model(summary.world_model_dir).spec.shuffled_action_gain is not None
