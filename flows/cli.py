@@ -11,6 +11,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the ephemeral API starts in a subprocess; on a busy 2-core machine 20 s is not enough
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
-    with console_output(args):
+    with console_output(args) as log:
         try:
             boot_prefect_early(args.command)  # boots while the command starts Ray
             return int(args.handler(args))
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fail(str(error))
         except KeyboardInterrupt:
             return fail("interrupted", code=130)
+        except Exception as error:
+            if log is None:  # --verbose: the traceback on the console, as before
+                raise
+            traceback.print_exc()  # into the log file
+            return fail(f"{type(error).__name__}: {error} (traceback in {log})", code=1)
 
 
 if __name__ == "__main__":
