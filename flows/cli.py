@@ -31,13 +31,20 @@ def command_modules() -> list[ModuleType]:
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or (`only`) just one command's parser: a command's `add_parser` reads its
+    defaults from its config dataclass, whose module may import torch (20+ s on a busy laptop),
+    so running one command builds one parser."""
     parser = argparse.ArgumentParser(
         prog="vjepa",
         description="V-JEPA 2 platform: curate video, train, probe, post-train and serve world models.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in command_modules():
+    modules = command_modules()
+    chosen = [
+        m for m in modules if only and m.__name__.rsplit(".", 1)[-1] == only.replace("-", "_")
+    ]
+    for module in chosen or modules:
         module.add_parser(subparsers)
     for command_parser in subparsers.choices.values():
         add_output_arguments(command_parser)
@@ -50,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # the ephemeral API starts in a subprocess; on a busy 2-core machine 20 s is not enough
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    first = next((word for word in words if not word.startswith("-")), None)
+    args = build_parser(only=first).parse_args(words)
     with console_output(args) as log:
         try:
             boot_prefect_early(args.command)  # boots while the command starts Ray
