@@ -34,7 +34,10 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     """Start (or join, when `RAY_ADDRESS` is set) Ray unless it is running; True if started here.
 
     Locally Ray gets every core of the machine and no dashboard; in a cluster the
-    address comes from `RAY_ADDRESS` (KubeRay sets it in RayJob submitters).
+    address comes from `RAY_ADDRESS` (KubeRay sets it in RayJob submitters). Without it,
+    `ray.init()` joins the cluster of the last `ray start` on this machine, if one runs.
+    A local start that misses Ray's fixed 30 s registration window (a busy machine) is
+    retried once.
     """
     import ray
 
@@ -43,10 +46,35 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
     os.environ.setdefault(PRINT_PATCH_ENV, "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=log_to_driver)
-    else:
-        runtime_env = {"worker_process_setup_hook": f"{__name__}.quiet_ray_workers"}
-        ray.init(include_dashboard=False, log_to_driver=log_to_driver, runtime_env=runtime_env)
+        return True
+    runtime_env = {"worker_process_setup_hook": f"{__name__}.quiet_ray_workers"}
+    for attempt in range(2):
+        try:
+            ray.init(include_dashboard=False, log_to_driver=log_to_driver, runtime_env=runtime_env)
+            return True
+        except Exception as error:
+            if attempt or "timed out during startup" not in str(error):
+                raise
+            ray.shutdown()
+            _kill_own_ray_processes()  # the half-started node's GCS and raylet
+            from tasks.progress import warn
+
+            warn("Ray did not start within its 30 s window (a busy machine); trying once more")
     return True
+
+
+def _kill_own_ray_processes() -> None:
+    """Kill the Ray processes this process started (a failed start leaves them running)."""
+    try:
+        import psutil  # installed with peft/accelerate (the VQA stack)
+    except ImportError:
+        return
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any(f"{os.sep}ray{os.sep}" in part for part in child.cmdline()):
+                child.kill()
+        except psutil.Error:
+            continue
 
 
 def local_uri(uri: str) -> str:
