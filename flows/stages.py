@@ -124,17 +124,21 @@ def _announce(line: str) -> None:
 class Stages:
     """The stages of one pipeline run under `root` (the work folder): reuse, run, record.
 
-    `force(stage)` says whether a stage must run even when its manifest would be reused."""
+    `force(stage)` says whether a stage must run even when its manifest would be reused;
+    `prepare()` runs once, before the first stage that runs (starting Ray), so a run that
+    reuses every stage starts nothing."""
 
     def __init__(
         self,
         root: str,
         force: Callable[[str], bool] = lambda stage: False,
         announce: Callable[[str], None] = _announce,
+        prepare: Callable[[], Any] | None = None,
     ) -> None:
         self.root = root
         self.force = force
         self.announce = announce
+        self.prepare = prepare
         self.outcomes: list[StageOutcome] = []
         self.digests: dict[str, str] = {}
 
@@ -185,6 +189,9 @@ class Stages:
                 f"{manifest.seconds:.0f} s; {len(manifest.files)} files verified in {seconds:.1f} s)"
             )
             return _load(result_type, manifest.result)
+        if self.prepare is not None:
+            self.prepare()
+            self.prepare = None
         storage.remove(self._uri(stage, ".json"))
         marker = self._uri(stage, ".started")
         same_key = storage.exists(marker) and storage.read_bytes(marker).decode() == key

@@ -31,6 +31,7 @@ class Chain:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.calls: dict[str, int] = {"a": 0, "b": 0, "c": 0}
+        self.prepared = 0  # how often the runtime (Ray, in the demo) was started
 
     def _make(self, name: str, text: str, fail: bool = False) -> Made:
         self.calls[name] += 1
@@ -42,8 +43,16 @@ class Chain:
         (folder / "out.txt").write_text(text)
         return Made(str(folder / "out.txt"), text)
 
+    def _prepare(self) -> None:
+        self.prepared += 1
+
     def run(self, config: dict[str, str], force: str = "", fail: str = "") -> Stages:
-        stages = Stages(str(self.root), force=lambda stage: stage == force, announce=print)
+        stages = Stages(
+            str(self.root),
+            force=lambda stage: stage == force,
+            announce=print,
+            prepare=self._prepare,
+        )
         upstream = ""
         for name in ("a", "b", "c"):
             inputs = {"config": config[name], "upstream": stages.digests.get(upstream)}
@@ -65,6 +74,7 @@ def test_a_rerun_reuses_every_stage_and_returns_the_same_results(tmp_path: Path)
     assert first.reused == [] and chain.calls == {"a": 1, "b": 1, "c": 1}
     second = chain.run(CONFIG)
     assert second.reused == ["a", "b", "c"] and chain.calls == {"a": 1, "b": 1, "c": 1}
+    assert chain.prepared == 1  # a run that reuses everything starts nothing
     assert second.digests == first.digests
     manifest = json.loads((tmp_path / "stages" / "b.json").read_text())
     assert manifest["result"] == {"path": str(tmp_path / "b" / "out.txt"), "text": "1+a"}
