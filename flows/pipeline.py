@@ -25,7 +25,6 @@ from prefect.cache_policies import NO_CACHE
 from flows.collect import collect_flow
 from flows.curate import curate_flow
 from flows.demo_config import DemoConfig
-from flows.demo_vqa import DemoVQASummary, demo_vqa
 from flows.evaluate import eval_planning_flow
 from flows.posttrain import posttrain_flow
 from flows.pretrain import pretrain_flow
@@ -34,7 +33,6 @@ from flows.report import DemoStages, write_report
 from flows.stages import StageRun, Stages, config_inputs
 from tasks import storage
 from tasks.curation.summary import CurateSummary
-from tasks.planning.diagnose import Diagnosis
 from tasks.planning.evaluate import EvalConfig
 from tasks.planning.summary import PlanningSummary
 from tasks.robot.collect import CollectConfig, CollectSummary
@@ -328,7 +326,6 @@ class DemoResult:
     mean_final_distance: float
     random_mean_final_distance: float
     reused: list[str] = dataclasses.field(default_factory=list)  # stages reused from a past run
-    vqa: DemoVQASummary | None = None  # held-out VQA accuracy: aligned, blind, majority
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -360,18 +357,7 @@ def demo_result(config: DemoConfig, stages: DemoStages, report: str) -> DemoResu
         mean_final_distance=planning.mean_final_distance,
         random_mean_final_distance=planning.random_mean_final_distance,
         reused=[outcome.stage for outcome in stages.outcomes if outcome.reused],
-        vqa=stages.vqa,
     )
-
-
-@task(cache_policy=NO_CACHE)
-def _diagnose(config: DemoConfig, world_model: str) -> Diagnosis:
-    """The quick `diagnose-world-model` subset on the demo's env, for the report."""
-    from tasks.planning.diagnose import diagnose, quick_config
-    from tasks.planning.evaluate import load_planner_model
-
-    check = quick_config(config.env, world_model, config.seed, config.goal_steps)
-    return diagnose(check, load_planner_model(world_model))
 
 
 @flow(name="demo")
@@ -385,7 +371,5 @@ def demo_flow(config: DemoConfig) -> DemoResult:
     probes = _probes(config, pretrained.encoder_checkpoint, videos.labels, scale, stages)
     posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale, stages)
     evaluation = _plan(config, posttrained.world_model_dir, stages)
-    vqa = demo_vqa(config, pretrained.encoder_checkpoint, scale, stages)
-    done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes, vqa)
-    done = dataclasses.replace(done, diagnosis=_diagnose(config, posttrained.world_model_dir))
+    done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes)
     return demo_result(config, done, write_report(config.path("report"), done))
