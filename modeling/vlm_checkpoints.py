@@ -6,7 +6,8 @@ Layout of a model folder (local; `tasks/vqa` copies `s3://` folders down and up)
 * `lm.safetensors`: the whole LM state dict, only when the LM was trained (`lm_weights = full`);
 * `adapter/`: a LoRA adapter written by `peft`, only when `lm_weights = lora`;
 * `vlm.json`: the `VLMManifest` naming and fingerprinting the encoder and the LM the
-  projector belongs to, the projector kind, `blind`, and how the LM weights were trained.
+  projector belongs to, the projector kind, `blind`, how the LM weights were trained, and
+  the side of the clips it was trained on (`image_size`: serving resizes video bodies to it).
 
 `check_components` compares fingerprints: a projector loaded onto another encoder or
 LM is a `CheckpointError` naming both, never silently wrong answers. A fingerprint
@@ -57,6 +58,7 @@ class VLMManifest:
     lm_weights: str = "frozen"
     lora_rank: int = 0
     steps: int = 0
+    image_size: int = 0  # side of the clips the projector was trained on (0: not recorded)
     format: str = VLM_FORMAT
     format_version: int = VLM_FORMAT_VERSION
     extra: dict[str, str] = field(default_factory=dict)

@@ -92,7 +92,7 @@ def load_vqa(uri: str, settings: VQASettings, cache_dir: str, device: torch.devi
     elif manifest.lm_weights == "lora":
         lm = _with_adapter(lm, folder / ADAPTER_DIR)
     model = VideoLanguageModel(encoder, load_projector(folder), lm, blind=manifest.blind)
-    size = settings.image_size or int(manifest.extra.get("image_size", DEFAULT_IMAGE_SIZE))
+    size = settings.image_size or manifest.image_size or DEFAULT_IMAGE_SIZE
     return LoadedVQA(
         model=model.eval().to(device),
         tokenizer=tokenizer,

@@ -84,6 +84,6 @@ def make_vqa_model(root: Path, seed: int = 0, num_layers: int = 2) -> Path:
         encoder=ComponentInfo(str(encoder_path), fingerprint(encoder)),
         lm=ComponentInfo(str(lm_path), fingerprint(lm)),
         projector_kind="mlp",
-        extra={"image_size": "64"},
+        image_size=64,
     )
     return save_vlm(root / "vqa", projector, manifest)
