@@ -33,6 +33,7 @@ from flows.report import DemoStages, write_report
 from flows.stages import StageRun, Stages, config_inputs
 from tasks import storage
 from tasks.curation.summary import CurateSummary
+from tasks.planning.diagnose import Diagnosis
 from tasks.planning.evaluate import EvalConfig
 from tasks.planning.summary import PlanningSummary
 from tasks.robot.collect import CollectConfig, CollectSummary
@@ -360,6 +361,16 @@ def demo_result(config: DemoConfig, stages: DemoStages, report: str) -> DemoResu
     )
 
 
+@task(cache_policy=NO_CACHE)
+def _diagnose(config: DemoConfig, world_model: str) -> Diagnosis:
+    """The quick `diagnose-world-model` subset on the demo's env, for the report."""
+    from tasks.planning.diagnose import diagnose, quick_config
+    from tasks.planning.evaluate import load_planner_model
+
+    check = quick_config(config.env, world_model, config.seed, config.goal_steps)
+    return diagnose(check, load_planner_model(world_model))
+
+
 @flow(name="demo")
 def demo_flow(config: DemoConfig) -> DemoResult:
     """Run every stage on the embedded defaults; returns URIs and headline figures."""
@@ -372,4 +383,5 @@ def demo_flow(config: DemoConfig) -> DemoResult:
     posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale, stages)
     evaluation = _plan(config, posttrained.world_model_dir, stages)
     done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes)
+    done = dataclasses.replace(done, diagnosis=_diagnose(config, posttrained.world_model_dir))
     return demo_result(config, done, write_report(config.path("report"), done))

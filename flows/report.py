@@ -6,7 +6,7 @@ import dataclasses
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.stages import StageOutcome
 from tasks import storage
@@ -14,6 +14,9 @@ from tasks.curation.summary import CurateSummary
 from tasks.planning.summary import PlanningSummary
 from tasks.training.outputs import fetch_file, upload_file
 from tasks.training.summaries import PosttrainSummary, PretrainSummary, ProbeSummary
+
+if TYPE_CHECKING:
+    from tasks.planning.diagnose import Diagnosis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,7 @@ class DemoStages:
     posttrain: PosttrainSummary
     planning: PlanningSummary
     outcomes: Sequence[StageOutcome] = ()  # how each stage went in this run (reused or run)
+    diagnosis: Diagnosis | None = None  # the quick diagnose-world-model subset
 
 
 # How the report names the two encoders that every probe compares.
@@ -152,6 +156,21 @@ def _sections(stages: DemoStages) -> list[str]:
     ]
 
 
+def _diagnosis_section(diagnosis: Diagnosis | None) -> list[str]:
+    """`diagnose-world-model`'s verdicts on the demo's world model (its cheap subset)."""
+    if diagnosis is None:
+        return []
+    rows = [
+        (part.name, part.value, part.threshold, "passed" if part.passed else "FAILED", part.detail)
+        for part in diagnosis.parts
+    ]
+    return [
+        "## World-model diagnostics (`vjepa diagnose-world-model`, quick subset)\n\n"
+        + _table(("part", "value", "threshold", "verdict", "what it measures"), rows)
+        + f"\n\nFinding: {diagnosis.finding}"
+    ]
+
+
 def _stage_section(outcomes: Sequence[StageOutcome]) -> list[str]:
     """Which stages this run reused from an earlier run and which it ran (and why)."""
     if not outcomes:
@@ -183,7 +202,11 @@ def write_report(output: str, stages: DemoStages) -> str:
                 upload_file(fetch_file(uri, folder / "in"), storage.join(output, name))
         comparison_plot(stages, folder / "comparison.png")
         upload_file(folder / "comparison.png", storage.join(output, "comparison.png"))
-        sections = [*_sections(stages), *_stage_section(stages.outcomes)]
+        sections = [
+            *_sections(stages),
+            *_diagnosis_section(stages.diagnosis),
+            *_stage_section(stages.outcomes),
+        ]
         text = "# V-JEPA 2 platform demo\n\n" + "\n\n".join(sections) + "\n"
         (folder / "report.md").write_text(text)
         return upload_file(folder / "report.md", storage.join(output, "report.md"))

@@ -65,6 +65,15 @@ class DiagnoseConfig:
     state: StateSpec | None = None  # the state for distances (None: info["state"] / observation)
 
 
+def quick_config(env: str, checkpoint: str, seed: int = 0, goal_steps: int = 10) -> DiagnoseConfig:
+    """The cheap subset the demo's report shows (seconds on a laptop CPU): 2 goals, 32
+    candidates and windows, 2 closed-loop episodes of at most 10 steps per controller."""
+    return DiagnoseConfig(
+        env, checkpoint, goals=2, walk_steps=10, candidates=32, windows=32, episodes=2,
+        max_steps=10, goal_steps=goal_steps, seed=seed,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PartResult:
     """One part's figure, the threshold it is judged by, and the verdict."""

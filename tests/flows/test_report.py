@@ -97,3 +97,22 @@ def test_report_says_which_stages_were_reused(tmp_path: Path) -> None:
     assert "1 of 2 stages reused" in text
     assert "| curate | reused | unchanged |" in text
     assert "| pretrain | ran | configuration or inputs changed |" in text
+
+
+def test_report_shows_the_world_model_diagnostics(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tasks.planning.diagnose import Diagnosis, PartResult
+
+    parts = [
+        PartResult("representation", 0.59, 0.3, True, "energy vs distance"),
+        PartResult("action_gain", 0.01, 0.05, False, "shuffled-action gain"),
+    ]
+    found = Diagnosis("e", "wm", parts, "fix the dynamics", {}, [], [])
+    stages = dataclasses.replace(_stages(tmp_path, _posttrain()), diagnosis=found)
+    text = Path(write_report(str(tmp_path / "d"), stages)).read_text()
+    assert "## World-model diagnostics" in text and "Finding: fix the dynamics" in text
+    assert "| representation | 0.59 | 0.3 | passed |" in text
+    assert "| action_gain | 0.01 | 0.05 | FAILED |" in text
+    plain = Path(write_report(str(tmp_path / "p"), _stages(tmp_path, _posttrain()))).read_text()
+    assert "World-model diagnostics" not in plain
