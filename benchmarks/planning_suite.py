@@ -38,7 +38,7 @@ from tasks.robot.windows import iter_windows
 from tasks.training.feature_cache import FeaturePool, encode_pool
 from tasks.training.job import WorkerContext
 from tasks.training.posttrain import PosttrainJob
-from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
 from tasks.training.stopping import StoppingRule
 
 TOP_DOWN = {"distance": 0.75, "elevation": -90.0, "azimuth": 90.0, "lookat": [0.0, 0.0, 0.0]}

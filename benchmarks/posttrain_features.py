@@ -31,7 +31,7 @@ from tasks.robot.windows import iter_windows
 from tasks.training.feature_cache import encode_pool
 from tasks.training.job import WorkerContext
 from tasks.training.posttrain import PosttrainJob
-from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
 
 
 def steps_per_second(job: PosttrainJob, batches: list[dict[str, np.ndarray]], steps: int) -> float:

@@ -120,7 +120,7 @@ def posttrain_case(encoder: str, trajectories: str, batch_size: int) -> Case:
     """(train_step, in-memory batches, real-path batches by reader) for AC post-training."""
     from tasks.robot.windows import window_dataset
     from tasks.training.posttrain import PosttrainJob
-    from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+    from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
 
     config = PosttrainConfig(
         encoder=encoder, trajectories=trajectories, output="unused", batch_size=batch_size, fps=5.0

@@ -39,7 +39,7 @@ from tasks.planning.summary import PlanningSummary
 from tasks.robot.collect import CollectConfig, CollectSummary
 from tasks.runtime import ensure_ray, local_uri
 from tasks.training.launch import ScaleConfig, cluster_cpus
-from tasks.training.posttrain_inputs import PosttrainConfig
+from tasks.training.posttrain_config import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
 from tasks.training.summaries import JobSummary, PosttrainSummary, PretrainSummary, ProbeSummary

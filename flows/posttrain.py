@@ -9,7 +9,7 @@ from flows.artifacts import publish_summary
 from tasks.runtime import ensure_ray
 from tasks.training.launch import ScaleConfig
 from tasks.training.posttrain import run_posttrain
-from tasks.training.posttrain_inputs import PosttrainConfig
+from tasks.training.posttrain_config import PosttrainConfig
 from tasks.training.summaries import PosttrainSummary
 
 HEADLINE = (

@@ -14,7 +14,7 @@ from flows.commands.common import (
 )
 
 if TYPE_CHECKING:
-    from tasks.training.posttrain_inputs import PosttrainConfig
+    from tasks.training.posttrain_config import PosttrainConfig
 
 ORDER = 50
 
@@ -120,7 +120,7 @@ def _feature_keys(args: argparse.Namespace) -> dict[str, Any]:
 
 def _config(args: argparse.Namespace) -> PosttrainConfig:
     from tasks.runtime import local_uri
-    from tasks.training.posttrain_inputs import PosttrainConfig
+    from tasks.training.posttrain_config import PosttrainConfig
 
     try:
         return PosttrainConfig(
@@ -154,7 +154,7 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     from tasks.training.launch import ExistingRunError, check_output
-    from tasks.training.posttrain_inputs import check_encoder, describe_dataset
+    from tasks.training.posttrain_config import check_encoder, describe_dataset
 
     config = _config(args)
     try:  # fail fast, before Prefect and Ray start

@@ -13,7 +13,7 @@ world-model bundle `final/world_model/`, `loss.png` and `summary.json`.
 
 The run's config and the dataset facts the driver reads first (image size,
 control rate, action bounds, fitted action scale, the episode split) live in
-`tasks.training.posttrain_inputs`.
+`tasks.training.posttrain_config`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from tasks.training.launch import ScaleConfig, cache_if_small, check_output, fit
 from tasks.training.loop import LoopConfig, run_loop
 from tasks.training.ordering import shuffled_batches
 from tasks.training.outputs import fetch_file, plot_curves, write_summary
-from tasks.training.posttrain_inputs import (
+from tasks.training.posttrain_config import (
     DatasetFacts,
     PosttrainConfig,
     check_encoder,

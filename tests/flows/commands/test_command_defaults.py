@@ -43,7 +43,7 @@ def _probe() -> dict[str, Any]:
 
 
 def _posttrain() -> dict[str, Any]:
-    from tasks.training.posttrain_inputs import PosttrainConfig
+    from tasks.training.posttrain_config import PosttrainConfig
 
     return _dataclass_defaults(PosttrainConfig)
 

@@ -20,7 +20,7 @@ from tasks.robot.collect import CollectConfig, collect
 from tasks.robot.windows import iter_windows
 from tasks.training.job import WorkerContext
 from tasks.training.posttrain import PosttrainJob, export_bundle
-from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
 
 EPISODES, STEPS, TRAIN_STEPS = 40, 20, 600
 

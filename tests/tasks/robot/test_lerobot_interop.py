@@ -20,7 +20,7 @@ import pytest
 
 from tasks.robot.collect import CollectConfig, collect
 from tasks.robot.lerobot_read import LeRobotReader
-from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
 
 pytestmark = pytest.mark.lerobot
 

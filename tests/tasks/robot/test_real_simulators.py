@@ -13,8 +13,8 @@ import pytest
 
 from flows.cli import main
 from tasks.robot.collect import CollectConfig, CollectError, StateSpec, collect, make_env
-from tasks.training import posttrain_inputs
-from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset, model_image_size
+from tasks.training import posttrain_config
+from tasks.training.posttrain_config import PosttrainConfig, describe_dataset, model_image_size
 
 pytest.importorskip("mujoco")
 
@@ -74,7 +74,7 @@ def test_namespaced_id_imports_its_package(tmp_path: Path, monkeypatch: pytest.M
 @pytest.fixture()
 def fresh_notices(monkeypatch: pytest.MonkeyPatch) -> None:
     """No resize announced yet in this process (other tests may have announced theirs)."""
-    monkeypatch.setattr(posttrain_inputs, "_RESIZES_SAID", set())
+    monkeypatch.setattr(posttrain_config, "_RESIZES_SAID", set())
 
 
 @pytest.mark.usefixtures("fresh_notices")

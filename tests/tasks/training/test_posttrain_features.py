@@ -25,7 +25,7 @@ from tasks.robot.lerobot_read import LeRobotFormatError
 from tasks.robot.windows import iter_windows
 from tasks.training.job import WorkerContext
 from tasks.training.posttrain import PosttrainJob
-from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset
+from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
 
 TOP = "observation.images.top"
 WRIST = "observation.images.wrist"

@@ -23,7 +23,7 @@ from tasks.training.checkpoints import CheckpointStore
 from tasks.training.job import WorkerContext
 from tasks.training.launch import ExistingRunError, ScaleConfig
 from tasks.training.posttrain import PosttrainJob, run_posttrain
-from tasks.training.posttrain_inputs import PosttrainConfig, describe_dataset, split_episodes
+from tasks.training.posttrain_config import PosttrainConfig, describe_dataset, split_episodes
 
 
 @pytest.fixture(scope="module")
