@@ -22,13 +22,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import storage
+from tasks import progress
 
 STAGES_DIR = "stages"
 FORMAT = 1
@@ -113,12 +113,7 @@ def _load(result_type: type[R], values: dict[str, Any]) -> R:
 
 def _announce(line: str) -> None:
     """One line for the user on the console (above the progress bars, not into the log file)."""
-    try:
-        from tasks.progress import message
-    except ImportError:  # a tree without the console module
-        print(line, file=sys.stderr, flush=True)
-    else:
-        message(line)
+    progress.message(line)
 
 
 class Stages:
