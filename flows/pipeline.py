@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.collect import collect_flow
 from flows.curate import curate_flow
 from flows.demo_config import DemoConfig
+from flows.demo_vqa import DemoVQASummary, demo_vqa
 from flows.evaluate import eval_planning_flow
 from flows.posttrain import posttrain_flow
 from flows.pretrain import pretrain_flow
@@ -327,6 +328,7 @@ class DemoResult:
     mean_final_distance: float
     random_mean_final_distance: float
     reused: list[str] = dataclasses.field(default_factory=list)  # stages reused from a past run
+    vqa: DemoVQASummary | None = None  # held-out VQA accuracy: aligned, blind, majority
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -358,6 +360,7 @@ def demo_result(config: DemoConfig, stages: DemoStages, report: str) -> DemoResu
         mean_final_distance=planning.mean_final_distance,
         random_mean_final_distance=planning.random_mean_final_distance,
         reused=[outcome.stage for outcome in stages.outcomes if outcome.reused],
+        vqa=stages.vqa,
     )
 
 
@@ -382,6 +385,7 @@ def demo_flow(config: DemoConfig) -> DemoResult:
     probes = _probes(config, pretrained.encoder_checkpoint, videos.labels, scale, stages)
     posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale, stages)
     evaluation = _plan(config, posttrained.world_model_dir, stages)
-    done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes)
+    vqa = demo_vqa(config, pretrained.encoder_checkpoint, scale, stages)
+    done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes, vqa)
     done = dataclasses.replace(done, diagnosis=_diagnose(config, posttrained.world_model_dir))
     return demo_result(config, done, write_report(config.path("report"), done))

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.demo_vqa import DemoVQASummary
 from flows.stages import StageOutcome
 from tasks import storage
 from tasks.curation.summary import CurateSummary
@@ -29,6 +30,7 @@ class DemoStages:
     posttrain: PosttrainSummary
     planning: PlanningSummary
     outcomes: Sequence[StageOutcome] = ()  # how each stage went in this run (reused or run)
+    vqa: DemoVQASummary | None = None
     diagnosis: Diagnosis | None = None  # the quick diagnose-world-model subset
 
 
@@ -156,6 +158,32 @@ def _sections(stages: DemoStages) -> list[str]:
     ]
 
 
+def _vqa_section(vqa: DemoVQASummary | None) -> list[str]:
+    """Held-out VQA accuracy per question type: aligned vs blind vs majority, passed or not."""
+    if vqa is None:
+        return []
+    rows = [
+        (
+            kind,
+            vqa.questions_per_type[kind],
+            vqa.per_type[kind],
+            vqa.blind_per_type[kind],
+            vqa.majority_per_type[kind],
+            "passed" if vqa.passed(kind) else "FAILED",
+        )
+        for kind in sorted(vqa.per_type)
+    ]
+    total = sum(vqa.questions_per_type.values())
+    rows.append(("all", total, vqa.accuracy, vqa.blind_accuracy, vqa.majority_accuracy, ""))
+    return [
+        "## Video question answering (held-out videos, exact match)\n\n"
+        "A tiny LM aligned with the pretrained encoder, the same model trained blind (visual "
+        "tokens removed), and the majority training answer; a type passes when the aligned model "
+        "beats both.\n\n"
+        + _table(("type", "questions", "aligned", "blind", "majority", "check"), rows)
+    ]
+
+
 def _diagnosis_section(diagnosis: Diagnosis | None) -> list[str]:
     """`diagnose-world-model`'s verdicts on the demo's world model (its cheap subset)."""
     if diagnosis is None:
@@ -204,6 +232,7 @@ def write_report(output: str, stages: DemoStages) -> str:
         upload_file(folder / "comparison.png", storage.join(output, "comparison.png"))
         sections = [
             *_sections(stages),
+            *_vqa_section(stages.vqa),
             *_diagnosis_section(stages.diagnosis),
             *_stage_section(stages.outcomes),
         ]

@@ -116,3 +116,25 @@ def test_report_shows_the_world_model_diagnostics(tmp_path: Path) -> None:
     assert "| action_gain | 0.01 | 0.05 | FAILED |" in text
     plain = Path(write_report(str(tmp_path / "p"), _stages(tmp_path, _posttrain()))).read_text()
     assert "World-model diagnostics" not in plain
+
+
+def test_report_shows_vqa_per_type_against_blind_and_majority(tmp_path: Path) -> None:
+    import dataclasses
+
+    from flows.demo_vqa import DemoVQASummary
+
+    vqa = DemoVQASummary(
+        model="m", blind_model="b", per_type={"colour": 1.0, "speed": 0.35},
+        blind_per_type={"colour": 0.19, "speed": 0.35}, majority_per_type={"colour": 0.32,
+        "speed": 0.47}, questions_per_type={"colour": 432, "speed": 432}, accuracy=0.67,
+        blind_accuracy=0.27, majority_accuracy=0.39, seconds=1.0,
+    )  # fmt: skip
+    assert vqa.passed("colour") and not vqa.passed("speed")
+    assert DemoVQASummary.from_dict(vqa.as_dict()) == vqa  # stage reuse reads it back
+    stages = dataclasses.replace(_stages(tmp_path, _posttrain()), vqa=vqa)
+    text = Path(write_report(str(tmp_path / "v"), stages)).read_text()
+    assert "## Video question answering" in text
+    assert "| colour | 432 | 1 | 0.19 | 0.32 | passed |" in text
+    assert "| speed | 432 | 0.35 | 0.35 | 0.47 | FAILED |" in text
+    plain = Path(write_report(str(tmp_path / "p"), _stages(tmp_path, _posttrain()))).read_text()
+    assert "Video question answering" not in plain

@@ -1,0 +1,116 @@
+"""The demo's VQA stage: make-tiny-lm -> align (with vision, and blind) -> eval-vqa of both.
+
+The tiny LM is trained on the sample videos' training questions, then aligned with the
+pretrained encoder twice on the same recipe: once with the visual tokens, once blind (the
+tokens removed). Both are scored on the held-out videos beside the majority answer; a
+question type passes when the aligned model beats both baselines on it. Every job is the
+flow its own command runs, so the demo records the same artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flows.demo_config import DemoConfig
+from flows.stages import Stages, config_inputs
+from flows.vqa import align_flow, eval_vqa_flow, make_tiny_lm_flow
+from tasks import storage
+from tasks.training.launch import ScaleConfig
+from tasks.training.summaries import JobSummary
+from tasks.vqa.align import AlignConfig
+from tasks.vqa.evaluate import EvalVQAConfig
+from tasks.vqa.qa import QA_FILE
+from tasks.vqa.tiny_lm import TinyLMConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoVQASummary(JobSummary):
+    """Held-out accuracy per question type: aligned model, the same model blind, majority."""
+
+    model: str
+    blind_model: str
+    per_type: dict[str, float]
+    blind_per_type: dict[str, float]
+    majority_per_type: dict[str, float]
+    questions_per_type: dict[str, int]
+    accuracy: float
+    blind_accuracy: float
+    majority_accuracy: float
+    seconds: float
+
+    @classmethod
+    def job_name(cls) -> str:
+        return "demo-vqa"
+
+    def passed(self, kind: str) -> bool:
+        """Whether the aligned model beats both the blind model and the majority on `kind`."""
+        accuracy = self.per_type[kind]
+        return accuracy > self.blind_per_type[kind] and accuracy > self.majority_per_type[kind]
+
+
+def vqa_configs(config: DemoConfig, encoder: str) -> tuple[TinyLMConfig, AlignConfig, AlignConfig]:
+    """The tiny LM and the two alignment runs (with vision, blind) of the demo."""
+    qa = storage.join(config.path("videos"), QA_FILE)
+    lm = TinyLMConfig(corpus=qa, output=config.path("vqa/lm"), steps=config.vqa_lm_steps)
+    aligned = AlignConfig(
+        encoder=encoder,
+        lm=lm.output,
+        data=config.path("curated"),
+        qa=qa,
+        output=config.path("vqa/aligned"),
+        train_lm=config.vqa_train_lm,
+        steps=config.vqa_steps,
+        learning_rate=config.vqa_lr,
+        lm_learning_rate=config.vqa_lm_lr,
+        seed=config.seed,
+        resume=True,
+    )
+    blind = dataclasses.replace(aligned, blind=True, output=config.path("vqa/blind"))
+    return lm, aligned, blind
+
+
+def run_vqa(config: DemoConfig, encoder: str, scale: ScaleConfig) -> DemoVQASummary:
+    """Train the tiny LM, align it with and without vision, evaluate both on held-out videos."""
+    lm, aligned, blind = vqa_configs(config, encoder)
+    make_tiny_lm_flow(lm)
+    seconds = 0.0
+    results = []
+    for run in (aligned, blind):
+        trained = align_flow(run, scale)
+        evaluation = EvalVQAConfig(model=trained.model, data=run.data, qa=run.qa)
+        key = "vqa-accuracy-blind" if run.blind else "vqa-accuracy"
+        results.append(eval_vqa_flow(evaluation, key=key))
+        seconds += trained.seconds
+    seen, unseen = results
+    return DemoVQASummary(
+        model=seen.model,
+        blind_model=unseen.model,
+        per_type=seen.per_type,
+        blind_per_type=unseen.per_type,
+        majority_per_type=seen.majority_per_type,
+        questions_per_type=seen.questions_per_type,
+        accuracy=seen.accuracy,
+        blind_accuracy=unseen.accuracy,
+        majority_accuracy=seen.majority_accuracy,
+        seconds=seconds + seen.seconds + unseen.seconds,
+    )
+
+
+def demo_vqa(
+    config: DemoConfig, encoder: str, scale: ScaleConfig, stages: Stages
+) -> DemoVQASummary:
+    """The VQA stage, reused when its configuration, videos, clips and encoder are unchanged."""
+    lm, aligned, blind = vqa_configs(config, encoder)
+    inputs = {
+        "lm": config_inputs(lm),
+        "aligned": config_inputs(aligned),
+        "blind": config_inputs(blind),
+        "scale": dataclasses.asdict(scale),
+        "videos": stages.digest("videos"),
+        "data": stages.digest("curate"),
+        "encoder": stages.digest("pretrain"),
+    }
+    return stages.run(
+        "vqa", inputs, [config.path("vqa")], DemoVQASummary,
+        lambda: run_vqa(config, encoder, scale), lambda s: [config.path("vqa")],
+    )  # fmt: skip
