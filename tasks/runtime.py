@@ -10,6 +10,7 @@ import os
 # driver twice. Our jobs print plain progress lines, so the patch is switched off (Ray
 # propagates this variable from the driver to the train controller and its workers).
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+JOIN_ENV = "VJEPA_RAY_JOIN"  # "0": always start a private local Ray (shared machines, CI)
 # Without a dashboard there is no State API; Ray Train's placement-group cleaner asks it
 # whether the controller is alive every second and logs a warning each time it cannot.
 NOISY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
@@ -35,7 +36,8 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
 
     Locally Ray gets every core of the machine and no dashboard; in a cluster the
     address comes from `RAY_ADDRESS` (KubeRay sets it in RayJob submitters). Without it,
-    `ray.init()` joins the cluster of the last `ray start` on this machine, if one runs.
+    `ray.init()` joins the cluster of the last `ray start` on this machine, if one runs
+    (`VJEPA_RAY_JOIN=0` starts a private one instead).
     A local start that misses Ray's fixed 30 s registration window (a busy machine) is
     retried once.
     """
@@ -48,9 +50,16 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
         ray.init(log_to_driver=log_to_driver)
         return True
     runtime_env = {"worker_process_setup_hook": f"{__name__}.quiet_ray_workers"}
+    # None: Ray joins the last `ray start` cluster of this machine if one runs; "local": never
+    address = "local" if os.environ.get(JOIN_ENV, "1") == "0" else None
     for attempt in range(2):
         try:
-            ray.init(include_dashboard=False, log_to_driver=log_to_driver, runtime_env=runtime_env)
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=log_to_driver,
+                runtime_env=runtime_env,
+            )
             return True
         except Exception as error:
             if attempt or "timed out during startup" not in str(error):
