@@ -19,7 +19,7 @@ INTERNALS = ("INFO", "Flow run", "Task run", "temporary server", "streaming_exec
 
 
 def _vjepa(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VJEPA_RAY_JOIN": "0"}  # never another's Ray
     for name in ("RAY_ADDRESS", "PREFECT_API_URL"):  # a fresh process: its own Ray and API
         env.pop(name, None)
     return subprocess.run(
