@@ -28,7 +28,7 @@ def test_align_then_eval_vqa_and_a_mismatched_encoder_exits_2(
         main([*align, "--qa", qa, "--output", str(tmp_path / "run"), "--steps", "4", "--json"]) == 0
     )
     model = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"]
-    assert Path(model, "vlm.json").is_file()
+    assert json.loads(Path(model, "vlm.json").read_text())["image_size"] == 32  # the clips' side
     evaluate = ["eval-vqa", "--model", model, "--data", str(curated), "--qa", qa, "--json"]
     assert main(evaluate) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
