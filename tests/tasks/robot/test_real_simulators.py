@@ -119,3 +119,52 @@ def test_collect_cli_on_two_mujoco_envs(tmp_path: Path, capsys: pytest.CaptureFi
     assert (pusher["image_height"], pusher["image_width"]) == (60, 80)
     frames = json.loads((tmp_path / "p" / "meta" / "info.json").read_text())["features"]
     assert frames["observation.images.top"]["shape"][:2] == [60, 80]
+
+
+def _cli_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    return dict(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+
+
+PUSHER = {"width": 64, "height": 64}
+END_TO_END = [
+    pytest.param("Reacher-v5", REACHER, ["--state-fn", FINGERTIP.function or ""], 2, id="reacher"),
+    pytest.param("Pusher-v5", PUSHER, ["--state-dims", "14,15,16"], 3, id="pusher"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize(("env", "kwargs", "state", "state_dim"), END_TO_END)
+@pytest.mark.usefixtures("ray_cluster", "prefect_harness")
+def test_collect_posttrain_eval_planning_cli(
+    env: str,
+    kwargs: dict[str, object],
+    state: list[str],
+    state_dim: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The three commands on a real MuJoCo env, with the state chosen on the command line."""
+    import torch
+
+    from modeling.checkpoints import save_model
+    from modeling.encoder import VisionEncoder, tiny
+
+    torch.manual_seed(0)
+    encoder = save_model(VisionEncoder(tiny()), tmp_path / "encoder.safetensors")
+    env_kwargs = ["--env-kwargs", json.dumps(kwargs)]
+    collected = _cli_json(["collect", "--env", env, "--episodes", "3", "--steps-per-episode", "8",
+                           "--output", str(tmp_path / "data"), *state, *env_kwargs], capsys)  # fmt: skip
+    assert collected["state_dim"] == state_dim
+    trained = _cli_json(["posttrain", "--encoder", str(encoder), "--trajectories",
+                         str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--steps", "3",
+                         "--batch-size", "2", "--frames", "3", "--fps", "10"], capsys)  # fmt: skip
+    cem = {"num_samples": 16, "num_iterations": 2, "num_elites": 4}
+    evaluated = _cli_json(["eval-planning", "--env", env, "--checkpoint",
+                           str(trained["world_model_dir"]), "--episodes", "2", "--max-steps", "2",
+                           "--goal-steps", "3", "--output", str(tmp_path / "eval"),
+                           "--cem", json.dumps(cem), *state, *env_kwargs], capsys)  # fmt: skip
+    assert {"success_rate", "random_success_rate", "mean_final_distance"} <= set(evaluated)
+    assert 0.0 <= float(str(evaluated["success_rate"])) <= 1.0
