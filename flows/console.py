@@ -29,6 +29,7 @@ from tasks import progress
 
 LOG_NAME = "vjepa.log"
 LOG_DIR_ENV = "VJEPA_LOG_DIR"
+LOG_TO_DRIVER_ENV = "VJEPA_LOG_TO_DRIVER"  # read by tasks.runtime.ensure_ray
 # Commands whose --output is the run's own folder (a log beside the results is safe there;
 # `collect` and `sample-videos` refuse or replace a non-empty output, so they log elsewhere).
 RUN_FOLDER_COMMANDS = frozenset({"curate", "pretrain", "probe", "posttrain", "align"})
@@ -97,8 +98,24 @@ def _real_stderr_fd() -> int | None:
 @contextmanager
 def console_output(args: argparse.Namespace) -> Iterator[str | None]:
     """Route output for one command run; yields the log file's path (None with --verbose)."""
-    if getattr(args, "verbose", False):
-        os.environ.setdefault("VJEPA_LOG_TO_DRIVER", "1")
+    # Quiet, Ray's driver would print its workers' stdout to our stdout, where the summary goes:
+    # off; their output stays in Ray's session logs (`/tmp/ray/session_latest/logs`).
+    verbose = bool(getattr(args, "verbose", False))
+    before = os.environ.get(LOG_TO_DRIVER_ENV)
+    os.environ[LOG_TO_DRIVER_ENV] = "1" if verbose else "0"
+    try:
+        with _routed(args, verbose) as path:
+            yield path
+    finally:
+        if before is None:
+            os.environ.pop(LOG_TO_DRIVER_ENV, None)
+        else:
+            os.environ[LOG_TO_DRIVER_ENV] = before
+
+
+@contextmanager
+def _routed(args: argparse.Namespace, verbose: bool) -> Iterator[str | None]:
+    if verbose:
         progress.activate(sys.stderr, bars=False)
         try:
             yield None

@@ -15,6 +15,7 @@ when it ends, never one line per step.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -126,9 +127,11 @@ class BarDisplay(Display):
         old = self.bars.pop(stage, None)
         if old is not None:
             old.close()
+        columns = _columns(self.stream)  # a pty without a size (0 columns) draws nothing
         self.bars[stage] = tqdm(
             total=state.total, initial=state.done, desc=stage, unit=state.unit,
-            file=self.stream, dynamic_ncols=True, mininterval=0.2, leave=True,
+            file=self.stream, dynamic_ncols=not columns, ncols=columns, mininterval=0.2,
+            leave=True,
         )  # fmt: skip
 
     def advanced(self, stage: str, state: StageState) -> None:
@@ -150,6 +153,16 @@ class BarDisplay(Display):
         with self.lock:
             for bar in self.bars.values():
                 bar.close()
+
+
+def _columns(stream: TextIO) -> int | None:
+    """None when the terminal knows its width; else `$COLUMNS` or 100."""
+    try:
+        if os.get_terminal_size(stream.fileno()).columns > 0:
+            return None
+    except (AttributeError, OSError, ValueError):
+        pass
+    return int(os.environ.get("COLUMNS") or 100)
 
 
 _display: Display | None = None

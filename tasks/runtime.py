@@ -10,6 +10,7 @@ import os
 # driver twice. Our jobs print plain progress lines, so the patch is switched off (Ray
 # propagates this variable from the driver to the train controller and its workers).
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+LOG_TO_DRIVER_ENV = "VJEPA_LOG_TO_DRIVER"
 JOIN_ENV = "VJEPA_RAY_JOIN"  # "0": always start a private local Ray (shared machines, CI)
 # Without a dashboard there is no State API; Ray Train's placement-group cleaner asks it
 # whether the controller is alive every second and logs a warning each time it cannot.
@@ -31,7 +32,7 @@ def quiet_ray_workers() -> None:
     logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-def ensure_ray(log_to_driver: bool = True) -> bool:
+def ensure_ray(log_to_driver: bool | None = None) -> bool:
     """Start (or join, when `RAY_ADDRESS` is set) Ray unless it is running; True if started here.
 
     Locally Ray gets every core of the machine and no dashboard; in a cluster the
@@ -45,6 +46,8 @@ def ensure_ray(log_to_driver: bool = True) -> bool:
 
     if ray.is_initialized():
         return False
+    if log_to_driver is None:  # the CLI turns it off unless --verbose (flows/console.py)
+        log_to_driver = os.environ.get(LOG_TO_DRIVER_ENV, "1") != "0"
     os.environ.setdefault(PRINT_PATCH_ENV, "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=log_to_driver)
