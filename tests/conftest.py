@@ -83,6 +83,7 @@ def ray_cluster(s3_server: str) -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # never the last `ray start` cluster of the machine (someone else's)
         num_cpus=2,
         include_dashboard=False,
         ignore_reinit_error=True,
