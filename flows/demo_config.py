@@ -6,7 +6,17 @@ import dataclasses
 
 # The demo's stages in the order they run; `--rerun STAGE` runs that stage and every one after
 # it again. A probe stage is named `probe-<label>-<encoder>`; `probe` names all of them.
-STAGE_ORDER = ("videos", "curate", "pretrain", "probe", "collect", "posttrain", "planning", "vqa")
+STAGE_ORDER = (
+    "videos",
+    "curate",
+    "pretrain",
+    "probe",
+    "collect",
+    "posttrain",
+    "planning",
+    "vqa",
+    "diagnosis",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from flows.report import DemoStages, write_report
 from flows.stages import StageRun, Stages, config_inputs
 from tasks import storage
 from tasks.curation.summary import CurateSummary
-from tasks.planning.diagnose import Diagnosis
+from tasks.planning.diagnose import Diagnosis, PartResult
 from tasks.planning.evaluate import EvalConfig
 from tasks.planning.summary import PlanningSummary
 from tasks.robot.collect import CollectConfig, CollectSummary
@@ -374,6 +374,38 @@ def _diagnose(config: DemoConfig, world_model: str) -> Diagnosis:
     return diagnose(check, load_planner_model(world_model))
 
 
+@dataclasses.dataclass(frozen=True)
+class DiagnosisResult:
+    """The demo's diagnosis as a stage result (`Diagnosis` round-tripped through JSON)."""
+
+    diagnosis: Diagnosis
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.diagnosis)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DiagnosisResult:
+        parts = [PartResult(**part) for part in values["parts"]]
+        pairs = {
+            key: [tuple(pair) for pair in values[key]]
+            for key in ("energy_vs_distance", "predicted_vs_true")
+        }
+        return cls(Diagnosis(**{**values, "parts": parts, **pairs}))
+
+
+def _diagnosis(config: DemoConfig, world_model: str, stages: Stages) -> Diagnosis:
+    inputs = {
+        "world_model": stages.digest("posttrain"),
+        "env": config.env,
+        "seed": config.seed,
+        "goal_steps": config.goal_steps,
+    }
+    return stages.run(
+        "diagnosis", inputs, [], DiagnosisResult,
+        lambda: DiagnosisResult(_diagnose(config, world_model)), lambda result: [],
+    ).diagnosis  # fmt: skip
+
+
 @flow(name="demo")
 def demo_flow(config: DemoConfig) -> DemoResult:
     """Run every stage on the embedded defaults; returns URIs and headline figures."""
@@ -387,5 +419,6 @@ def demo_flow(config: DemoConfig) -> DemoResult:
     evaluation = _plan(config, posttrained.world_model_dir, stages)
     vqa = demo_vqa(config, pretrained.encoder_checkpoint, scale, stages)
     done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes, vqa)
-    done = dataclasses.replace(done, diagnosis=_diagnose(config, posttrained.world_model_dir))
+    diagnosis = _diagnosis(config, posttrained.world_model_dir, stages)
+    done = dataclasses.replace(done, diagnosis=diagnosis)
     return demo_result(config, done, write_report(config.path("report"), done))
