@@ -99,7 +99,14 @@ def start_ray_head(work: Path, env: dict[str, str]) -> str | None:
     Ray gives a new node 30 s to register; a loaded machine can miss that, so it tries twice."""
     port = 6400 + os.getpid() % 500
     ray = str(Path(sys.executable).parent / "ray")
-    command = [ray, "start", "--head", f"--port={port}", "--num-cpus=2"]
+    command = [
+        ray,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--node-ip-address=127.0.0.1",
+    ]
     command += ["--include-dashboard=false", f"--temp-dir={work / 'ray'}"]
     for _ in range(2):
         done = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
@@ -137,7 +144,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vjepa-startup-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # never someone else's `ray start` cluster (the code before cannot opt out: run it on a
+    # machine without one)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VJEPA_RAY_JOIN": "0"}
     env.pop("RAY_ADDRESS", None)
     env.pop("PREFECT_API_URL", None)
     subprocess.run(
