@@ -210,7 +210,7 @@ def warn(text: str, key: str | None = None) -> None:
     _display.line(f"warning: {text}")
 
 
-def report(stage: str, done: int, total: int, unit: str = "item", **figures: Any) -> None:
+def report(stage: str, done: int, total: int, unit: str = "item", /, **figures: Any) -> None:
     """`done` of `total` units of `stage` are finished; `figures` (e.g. loss) are shown beside."""
     if _display is not None:
         _display.update(stage, done, total, unit, figures)
