@@ -53,8 +53,11 @@ def ensure_ray(log_to_driver: bool | None = None) -> bool:
         ray.init(log_to_driver=log_to_driver)
         return True
     runtime_env = {"worker_process_setup_hook": f"{__name__}.quiet_ray_workers"}
-    # None: Ray joins the last `ray start` cluster of this machine if one runs; "local": never
-    address = "local" if os.environ.get(JOIN_ENV, "1") == "0" else None
+    # None: Ray joins the last `ray start` cluster of this machine; "local": a private one. Ray
+    # joins the address its `ray_current_cluster` file names without checking it answers, and a
+    # killed head leaves that file behind (Ray then retries its GCS forever): join live ones only.
+    joining = os.environ.get(JOIN_ENV, "1") != "0" and last_ray_start_is_alive()
+    address = None if joining else "local"
     for attempt in range(2):
         try:
             ray.init(
@@ -73,6 +76,22 @@ def ensure_ray(log_to_driver: bool | None = None) -> bool:
 
             warn("Ray did not start within its 30 s window (a busy machine); trying once more")
     return True
+
+
+def last_ray_start_is_alive(timeout_s: float = 1.0) -> bool:
+    """Whether the cluster of this machine's last `ray start` (Ray's `ray_current_cluster`
+    file in its temp folder) accepts a connection on its GCS port."""
+    import socket
+    import tempfile
+
+    root = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    try:
+        with open(os.path.join(root, "ray", "ray_current_cluster")) as handle:
+            host, _, port = handle.read().strip().rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _kill_own_ray_processes() -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
+import pytest
 import ray.train.v2._internal.execution.context as train_context
 
-from tasks.runtime import NOISY_LOGGERS, local_uri, quiet_ray_workers
+from tasks.runtime import NOISY_LOGGERS, last_ray_start_is_alive, local_uri, quiet_ray_workers
 
 
 def test_local_uri_makes_paths_absolute_and_keeps_uris() -> None:
@@ -27,3 +29,22 @@ def test_quiet_ray_workers_raises_the_noisy_loggers_levels() -> None:
     finally:
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_a_stale_ray_start_address_is_not_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A SIGKILLed `ray start` head leaves Ray's ray_current_cluster file behind; ray.init()
+    # would retry that dead GCS forever, so ensure_ray joins only a cluster that answers.
+    import socket
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert not last_ray_start_is_alive()  # no file
+    (tmp_path / "ray").mkdir()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+        assert last_ray_start_is_alive()
+    assert not last_ray_start_is_alive(timeout_s=0.5)  # the head is gone, its file is not
