@@ -44,6 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help=f"{help_text} (default {default})",
         )  # fmt: skip
     parser.add_argument(
+        "--probe-labels",
+        nargs="+",
+        default=defaults.probe_labels,
+        metavar="COLUMN",
+        help="label columns of the sample videos' table to probe, headline first (default "
+        f"{' '.join(defaults.probe_labels)}; also: direction, colour, speed)",
+    )
+    parser.add_argument(
         "--rerun",
         action="append",
         choices=STAGE_ORDER,
@@ -78,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         posttrain_steps=args.posttrain_steps,
         eval_episodes=args.eval_episodes,
         seed=args.seed,
+        probe_labels=tuple(args.probe_labels),
         reuse=args.reuse,
         rerun=tuple(args.rerun),
     )
