@@ -46,13 +46,13 @@ def test_cli_curates_and_reports(
     assert code == 0, captured.err[-2000:]
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert set(summary) == {"num_sources", "num_clips", "num_rejected", "manifest", "version"}
-    assert summary.num_sources == 3 + 4 and summary.num_rejected == 4
-    assert summary.num_clips == 3 * 2  # 2 s videos, 1 s clips
-    assert summary.manifest == str(tmp_path / "out" / "manifest.json")
+    assert summary["num_sources"] == 3 + 4 and summary["num_rejected"] == 4
+    assert summary["num_clips"] == 3 * 2  # 2 s videos, 1 s clips
+    assert summary["manifest"] == str(tmp_path / "out" / "manifest.json")
     assert "[curate] done: 7 sources" in captured.err  # progress: a few lines, not one per source
     assert captured.err.count("[curate] ") <= 5 and captured.err.count("warning: rejected") == 4
-    manifest = json.loads(Path(summary.manifest).read_text())
-    assert manifest["version"] == summary.version and manifest["clip"]["shape"] == [4, 32, 32, 3]
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["version"] == summary["version"] and manifest["clip"]["shape"] == [4, 32, 32, 3]
     stages = {
         Path(r["source"]).name: r["stage"]
         for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
@@ -63,7 +63,7 @@ def test_cli_curates_and_reports(
         "defect_truncated.mp4": "probe",
         "defect_image.mkv": "probe",
     }
-    assert any(summary.version in markdown for markdown in _artifact_markdowns("curate-summary"))
+    assert any(summary["version"] in markdown for markdown in _artifact_markdowns("curate-summary"))
 
 
 @pytest.mark.ray
