@@ -86,7 +86,7 @@ def test_sigkill_then_resume_matches_clean_run(
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert summary.version == clean.version and summary.num_clips == clean.num_clips
+    assert summary["version"] == clean.version and summary["num_clips"] == clean.num_clips
     # committed sources were skipped
     assert f"[curate] started: {NUM_VIDEOS} sources ({committed} already done)" in rerun.stderr
 
