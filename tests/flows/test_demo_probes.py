@@ -31,6 +31,7 @@ def test_probe_names_in_progress_lines() -> None:
     assert probe_name("/models/vitl-hf/") == "vitl-hf"
 
 
+@pytest.mark.slow  # ~105 s (four real probe jobs); stage reuse itself: tests/flows/test_stages.py
 def test_probe_stage_probes_both_encoders(
     curated_dir: Path, sample_dir: Path, tmp_path: Path, prefect_harness: None
 ) -> None:

@@ -132,6 +132,7 @@ def write_curated(folder: Path, num_clips: int = 8, shape: tuple[int, ...] = (4,
     return str(folder)
 
 
+@pytest.mark.slow  # ~110 s on 2 cores; the sharding itself is covered by the tests above
 @pytest.mark.ray
 def test_fsdp_pretrain_on_two_workers_exports_and_resumes(
     ray_cluster: None, tmp_path: Path
