@@ -6,10 +6,13 @@ import os
 import posixpath
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.core import url_to_fs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 S3_SCHEMES = ("s3://", "s3a://")
 FILE_SCHEME = "file://"
@@ -126,7 +129,7 @@ def pyarrow_filesystem(uri: str) -> tuple[Any, str]:
     return PyFileSystem(FSSpecHandler(fs)), path
 
 
-def write_atomic(uri: str, data: bytes, durable: bool = False) -> str:
+def write_atomic(uri: str, data: bytes | pa.Buffer, durable: bool = False) -> str:
     """Write `data` at `uri` so that readers see the old file or the new one, never a torn one:
     a temporary file renamed into place locally, one PUT on S3. `durable` also fsyncs locally.
     Returns `uri`."""

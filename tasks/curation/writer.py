@@ -12,8 +12,6 @@ shape `(T, H, W, C)` (RGB), recorded per row in `shape`.
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import Any
 
 import numpy as np
@@ -105,18 +103,7 @@ def put_bytes(uri: str, data: bytes | pa.Buffer, durable: bool = False) -> None:
 
     `durable` also fsyncs locally (commit markers): a marker must never survive a
     crash that its parts did not."""
-    fs, path = storage.filesystem(uri)
-    if storage.is_remote(uri):
-        fs.pipe_file(path, bytes(data))
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    storage.write_atomic(uri, data, durable)
 
 
 def write_part(table: pa.Table, uri: str) -> None:
