@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +88,41 @@ class WarningsToConsole(logging.Handler):
         progress.warn(record.getMessage(), key=f"{record.name}:{record.msg}")
 
 
+# Ray's driver prints what the raylet pushes to it ("N PYTHON worker processes have been
+# started", a retried Serve controller task) to `sys.stdout` from these threads, even with
+# log_to_driver off: on a quiet console they belong in the log, not beside the summary.
+RAY_PRINTING_THREADS = ("ray_listen_error_messages", "ray_print_logs")
+
+
+class ThreadRoutedStdout(io.TextIOBase):
+    """`sys.stdout` that sends the writes of Ray's printing threads to the log file."""
+
+    def __init__(self, stdout: TextIO, log: TextIO) -> None:
+        super().__init__()
+        self.stdout, self.log = stdout, log
+
+    def _sink(self) -> TextIO:
+        name = threading.current_thread().name
+        return self.log if name.startswith(RAY_PRINTING_THREADS) else self.stdout
+
+    def write(self, text: str) -> int:
+        return self._sink().write(text)
+
+    def flush(self) -> None:
+        self.stdout.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.stdout.isatty()
+
+    def fileno(self) -> int:
+        return self.stdout.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stdout, "encoding", "utf-8")
+
+
 def _real_stderr_fd() -> int | None:
     """Descriptor 2 when `sys.stderr` writes to it (not a test's capture object)."""
     try:
@@ -136,6 +172,8 @@ def _routed(args: argparse.Namespace, verbose: bool) -> Iterator[str | None]:
     else:
         console = saved_stderr
     sys.stderr = log
+    saved_stdout = sys.stdout
+    sys.stdout = ThreadRoutedStdout(saved_stdout, log)  # type: ignore[assignment]
     progress.activate(console)
     handler, platform = WarningsToConsole(), logging.getLogger("vjepa")
     platform.addHandler(handler)
@@ -144,7 +182,8 @@ def _routed(args: argparse.Namespace, verbose: bool) -> Iterator[str | None]:
     finally:
         platform.removeHandler(handler)
         progress.deactivate()
-        sys.stderr = saved_stderr
+        sys.stdout.flush()
+        sys.stdout, sys.stderr = saved_stdout, saved_stderr
         if saved_fd is not None:
             sys.stderr.flush()
             os.dup2(saved_fd, fd)  # type: ignore[arg-type]

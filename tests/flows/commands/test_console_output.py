@@ -89,3 +89,28 @@ def test_a_retried_request_is_one_console_warning_in_our_words(
     assert len(lines) == 1 and lines[0].startswith(
         "warning: retrying requests to http://127.0.0.1:9"
     )
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_what_rays_driver_threads_print_goes_to_the_log_not_beside_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    from flows.console import RAY_PRINTING_THREADS, console_output
+
+    # Ray's own error listener runs under the name we route by (it prints raylet warnings).
+    names = {thread.name for thread in threading.enumerate()}
+    assert RAY_PRINTING_THREADS[0] in names, names
+    args = argparse.Namespace(command="serve", verbose=False, log_file=str(tmp_path / "run.log"))
+    with console_output(args):
+        raylet = threading.Thread(
+            target=print, args=("(raylet) WARNING: 8 PYTHON worker processes",),
+            name=RAY_PRINTING_THREADS[0],
+        )  # fmt: skip
+        raylet.start()
+        raylet.join()
+        print('{"summary": 1}')
+    out = capsys.readouterr().out
+    assert out == '{"summary": 1}\n', out
+    assert "(raylet) WARNING: 8 PYTHON worker processes" in (tmp_path / "run.log").read_text()
