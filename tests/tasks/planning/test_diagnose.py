@@ -13,7 +13,13 @@ from flows.cli import main
 from modeling.ac_predictor import ACPredictor, ac_tiny
 from modeling.encoder import VisionEncoder, tiny
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
-from tasks.planning.diagnose import DiagnoseConfig, diagnose, spearman
+from tasks.planning.diagnose import (
+    DiagnoseConfig,
+    diagnose,
+    pooled_spearman,
+    rank_threshold,
+    spearman,
+)
 from tasks.planning.evaluate import load_planner_model
 from tasks.training.posttrain import PosttrainJob
 
@@ -69,3 +75,16 @@ def test_trained_predictor_passes_the_action_checks(
     parts = {part.name: part for part in diagnosis.parts}
     print({name: part.value for name, part in parts.items()}, diagnosis.planner)
     assert parts["action_gain"].passed and parts["ranking"].value > 0.3
+
+
+def test_ranking_threshold_follows_the_sample_size_and_pooling_weighs_flat_goals_little() -> None:
+    # one-sided 5% critical Spearman: stricter for the demo's 2 x 32 than for the defaults' 4 x 64
+    assert rank_threshold(64) == pytest.approx(0.2076, abs=1e-3)
+    assert rank_threshold(256) == pytest.approx(0.1033, abs=1e-3)
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=32)
+    discriminating = list(zip(true, true + 0.1 * rng.normal(size=32), strict=True))
+    flat_noise = list(zip(1e-3 * rng.normal(size=32), rng.normal(size=32) * 1e-3, strict=True))
+    per_goal = np.mean([spearman(*np.asarray(g).T[::-1]) for g in (discriminating, flat_noise)])
+    pooled = pooled_spearman([discriminating, flat_noise])
+    assert pooled > rank_threshold(64) and pooled > per_goal + 0.2
