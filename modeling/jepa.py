@@ -1,7 +1,7 @@
 """JEPA training maths shared by pretraining and AC post-training.
 
-Token gathering by index, the L1 loss on layer-normed targets, the EMA update of the target
-encoder, AdamW parameter groups (no decay on biases and norm weights) and the
+Token gathering by index, the L1 loss on layer-normed targets, the masked-prediction loss of
+one batch as one module (`MaskedPrediction`), the EMA update of the target encoder, AdamW parameter groups (no decay on biases and norm weights) and the
 warmup-constant-decay learning-rate schedule as a pure function of the step.
 """
 
@@ -57,6 +57,38 @@ def jepa_loss(
     if normalize_prediction:
         predicted = layer_norm_features(predicted)
     return (predicted - target).abs().mean()
+
+
+class MaskedPrediction(nn.Module):
+    """Online encoder + predictor: the masked-prediction loss of a batch, every mask family.
+
+    One module with one `forward` per training step, so a data-parallel wrapper (DDP) sees every
+    parameter of both models used once per backward: wrapping the encoder and the predictor
+    apart and calling them once per mask family breaks DDP's gradient reduction (each family's
+    mask token is unused in the other family's pass).
+    """
+
+    def __init__(self, encoder: nn.Module, predictor: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.predictor = encoder, predictor
+
+    def forward(
+        self,
+        video: torch.Tensor,  # (B, C, T, H, W)
+        target_features: torch.Tensor,  # (B, N, D), the EMA target's
+        masks: Any,  # list[modeling.masks.MaskPair]: context (B, K) and target (B, M) indices
+        grid: tuple[int, int, int],
+    ) -> torch.Tensor:
+        losses = []
+        for family, pair in enumerate(masks):  # each mask family has its own mask token
+            context_indices = pair.context.to(video.device)  # (B, K)
+            target_indices = pair.target.to(video.device)  # (B, M)
+            context = self.encoder(video, context_indices)  # (B, K, D)
+            predicted = self.predictor(
+                context, context_indices, target_indices, grid, mask_index=family
+            )  # (B, M, D)
+            losses.append(jepa_loss(predicted, target_features, target_indices))
+        return torch.stack(losses).mean()
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ from modeling.encoder import VisionEncoder
 from modeling.jepa import (
     EMA_MOMENTUM,
     LRSchedule,
+    MaskedPrediction,
     ema_update,
-    jepa_loss,
     learning_rate,
     parameter_groups,
 )
@@ -129,16 +129,24 @@ class PretrainJob:
         self.context = context
         encoder, predictor, target = initial_models(config)
         self.target = context.prepare_frozen(target.requires_grad_(False))
-        # `prepare` moves the modules in place and may wrap them in DDP; keep both views.
+        self.masks = MaskConfig()
+        # The predictor holds 10 mask tokens (the official layout) and a step uses one per mask
+        # family: the others never get a gradient, which DDP would wait for. Frozen, they stay
+        # in the checkpoint unchanged (AdamW skipped them anyway).
+        for token in list(predictor.mask_tokens)[len(self.masks.specs) :]:
+            token.requires_grad_(False)
+        # `prepare` moves the modules in place and may wrap them; keep the plain views.
         self.online_encoder, self.online_predictor = encoder, predictor
-        self.encoder: nn.Module = context.prepare(encoder)
-        self.predictor: nn.Module = context.prepare(predictor)
+        if context.sharded:  # FSDP2 shards each model in place; calling them per family is fine
+            self.step_module: nn.Module = MaskedPrediction(
+                context.prepare(encoder), context.prepare(predictor)
+            )
+        else:  # DDP: one wrapper over both, one forward per step (see MaskedPrediction)
+            self.step_module = context.prepare(MaskedPrediction(encoder, predictor))
         self.optimizer = torch.optim.AdamW(
-            parameter_groups([self.encoder, self.predictor], config.weight_decay),
-            lr=config.start_lr,
+            parameter_groups([encoder, predictor], config.weight_decay), lr=config.start_lr
         )
         self.schedule = config.schedule()
-        self.masks = MaskConfig()
         self.rank = context.rank
         self.generator = torch.Generator().manual_seed(config.seed + 1000 * context.rank)
         low, high = config.crop_scale  # a list after a JSON round trip
@@ -166,17 +174,9 @@ class PretrainJob:
         grid = self.online_encoder.grid(video.shape)
         with torch.no_grad():
             target_features = self.target(video)  # (B, N, D)
-        losses = []
         pairs = generate_masks(self.masks, video.shape[0], grid, generator=self.generator)
-        for family, pair in enumerate(pairs):  # each mask family has its own mask token
-            context_indices = pair.context.to(video.device)  # (B, K)
-            target_indices = pair.target.to(video.device)  # (B, M)
-            context = self.encoder(video, context_indices)  # (B, K, D)
-            predicted = self.predictor(
-                context, context_indices, target_indices, grid, mask_index=family
-            )  # (B, M, D)
-            losses.append(jepa_loss(predicted, target_features, target_indices))
-        return torch.stack(losses).mean()
+        loss: torch.Tensor = self.step_module(video, target_features, pairs, grid)
+        return loss
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
         lr = learning_rate(self.schedule, step)
@@ -190,7 +190,7 @@ class PretrainJob:
         loss.backward()  # type: ignore[no-untyped-call]
         metrics = {"loss": float(loss.detach()), "lr": lr}
         if self.config.grad_clip is not None:
-            parameters = [*self.encoder.parameters(), *self.predictor.parameters()]
+            parameters = list(self.step_module.parameters())
             norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
             metrics["grad_norm"] = scalar(norm)
         self.optimizer.step()

@@ -43,6 +43,10 @@ SLOW_START = {"RAY_DASHBOARD_STARTUP_TIMEOUT_S": "600",
               "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "300",
               "RAY_gcs_server_port_wait_time_s": "300",
               "RAY_agent_register_timeout_ms": "300000"}  # fmt: skip
+# Ray 2.60 turns token authentication on for `ray start` once ~/.ray/auth_token exists (any
+# earlier local `ray.init()` writes it); the state and Jobs clients of this process would then
+# get 401. Loopback-only test nodes: say the mode explicitly, for the nodes and this process.
+AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:
@@ -88,7 +92,7 @@ class Cluster:
     def _ray_start(self, *args: str) -> None:
         command = [str(BIN / "ray"), "start", f"--temp-dir={self.temp_dir}",
                    f"--num-cpus={CPUS_PER_NODE}", "--disable-usage-stats", *args]  # fmt: skip
-        env = {**os.environ, **SLOW_START}
+        env = {**os.environ, **SLOW_START, **AUTH}
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=900, check=False, env=env
         )
@@ -173,12 +177,19 @@ def _command(pid: int) -> str:
 def cluster() -> Iterator[Cluster]:
     temp = tempfile.mkdtemp(prefix="vj2n-", dir="/tmp")  # short: Ray's socket paths are limited
     nodes = Cluster(temp)
+    saved = {name: os.environ.get(name) for name in AUTH}
+    os.environ.update(AUTH)
     try:
         nodes.start_head()
         nodes.start_worker()
         yield nodes
     finally:
         nodes.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

@@ -92,3 +92,32 @@ def test_grad_clip_reports_norm_and_keeps_training(tmp_path: Path) -> None:
 def test_rejects_bad_recipe_options(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         PretrainConfig(data="d", output="o", **bad)  # type: ignore[arg-type]
+
+
+class _DDPContext(WorkerContext):
+    """What Ray's `prepare_model` does with several workers: wrap in DistributedDataParallel."""
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def test_steps_under_ddp_match_the_plain_steps(tmp_path: Path) -> None:
+    """DDP needs one forward per backward that uses every trained parameter: an encoder and a
+    predictor wrapped apart and called once per mask family, or mask tokens no family uses,
+    fail its gradient reduction on the second step (every `--workers 2` pretraining did)."""
+    import torch.distributed as dist
+
+    config = PretrainConfig(data="unused", output=str(tmp_path), steps=3, batch_size=2)
+    clips = sample_clips(2)
+    plain = PretrainJob(config, WorkerContext.local())
+    expected = [plain.train_step(clips, step)["loss"] for step in range(3)]
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    try:
+        wrapped = PretrainJob(config, _DDPContext())
+        assert isinstance(wrapped.step_module, torch.nn.parallel.DistributedDataParallel)
+        losses = [wrapped.train_step(clips, step)["loss"] for step in range(3)]
+    finally:
+        dist.destroy_process_group()
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
