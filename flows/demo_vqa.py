@@ -3,13 +3,15 @@
 The tiny LM is trained on the sample videos' training questions, then aligned with the
 pretrained encoder twice on the same recipe: once with the visual tokens, once blind (the
 tokens removed). Both are scored on the held-out videos beside the majority answer; a
-question type passes when the aligned model beats both baselines on it. Every job is the
-flow its own command runs, so the demo records the same artifacts.
+question type passes when the aligned model beats the better baseline by a margin its number
+of held-out clips supports (`DemoVQASummary.margin`). Every job is the flow its own command
+runs, so the demo records the same artifacts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from flows.demo_config import DemoConfig
 from flows.stages import Stages, config_inputs
@@ -21,6 +23,10 @@ from tasks.vqa.align import AlignConfig
 from tasks.vqa.evaluate import EvalVQAConfig
 from tasks.vqa.qa import QA_FILE
 from tasks.vqa.tiny_lm import TinyLMConfig
+
+# A type passes when the aligned accuracy beats the better baseline by this many binomial
+# standard errors of that baseline's accuracy over the type's held-out clips.
+MARGIN_STANDARD_ERRORS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,15 +43,29 @@ class DemoVQASummary(JobSummary):
     blind_accuracy: float
     majority_accuracy: float
     seconds: float
+    clips_per_type: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def job_name(cls) -> str:
         return "demo-vqa"
 
+    def baseline(self, kind: str) -> float:
+        """The better of the blind model's and the majority answer's accuracy on `kind`."""
+        return max(self.blind_per_type[kind], self.majority_per_type[kind])
+
+    def margin(self, kind: str) -> float:
+        """`MARGIN_STANDARD_ERRORS` binomial standard errors of the baseline on `kind`.
+
+        The trials are the type's held-out clips, not its questions: the phrasings of one
+        video share their answer, so counting them would shrink the margin unfairly.
+        """
+        trials = self.clips_per_type.get(kind) or self.questions_per_type[kind]
+        chance = self.baseline(kind)
+        return MARGIN_STANDARD_ERRORS * math.sqrt(max(chance * (1 - chance), 1e-4) / trials)
+
     def passed(self, kind: str) -> bool:
-        """Whether the aligned model beats both the blind model and the majority on `kind`."""
-        accuracy = self.per_type[kind]
-        return accuracy > self.blind_per_type[kind] and accuracy > self.majority_per_type[kind]
+        """Whether the aligned model beats both baselines on `kind` by more than the margin."""
+        return self.per_type[kind] > self.baseline(kind) + self.margin(kind)
 
 
 def vqa_configs(config: DemoConfig, encoder: str) -> tuple[TinyLMConfig, AlignConfig, AlignConfig]:
@@ -89,6 +109,7 @@ def run_vqa(config: DemoConfig, encoder: str, scale: ScaleConfig) -> DemoVQASumm
         blind_per_type=unseen.per_type,
         majority_per_type=seen.majority_per_type,
         questions_per_type=seen.questions_per_type,
+        clips_per_type=seen.clips_per_type,
         accuracy=seen.accuracy,
         blind_accuracy=unseen.accuracy,
         majority_accuracy=seen.majority_accuracy,

@@ -151,4 +151,5 @@ def evaluate_vqa(config: EvalVQAConfig) -> VQAEvalSummary:
         confusion=confusion_tables(asked, truths, guesses, items),
         blind=vqa.model.blind,
         seconds=time.monotonic() - started,
+        clips_per_type={k: len({pairs[i][1] for i in rows}) for k, rows in by_type.items()},
     )

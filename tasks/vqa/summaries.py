@@ -42,6 +42,9 @@ class VQAEvalSummary(JobSummary):
     confusion: dict[str, dict[str, dict[str, int]]]
     blind: bool
     seconds: float
+    # distinct held-out clips behind each type's questions: the phrasings of one video are not
+    # independent trials, so a significance margin counts clips (older summaries: empty)
+    clips_per_type: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def job_name(cls) -> str:

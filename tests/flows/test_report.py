@@ -128,13 +128,37 @@ def test_report_shows_vqa_per_type_against_blind_and_majority(tmp_path: Path) ->
         blind_per_type={"colour": 0.19, "speed": 0.35}, majority_per_type={"colour": 0.32,
         "speed": 0.47}, questions_per_type={"colour": 432, "speed": 432}, accuracy=0.67,
         blind_accuracy=0.27, majority_accuracy=0.39, seconds=1.0,
+        clips_per_type={"colour": 108, "speed": 108},
     )  # fmt: skip
     assert vqa.passed("colour") and not vqa.passed("speed")
     assert DemoVQASummary.from_dict(vqa.as_dict()) == vqa  # stage reuse reads it back
     stages = dataclasses.replace(_stages(tmp_path, _posttrain()), vqa=vqa)
     text = Path(write_report(str(tmp_path / "v"), stages)).read_text()
     assert "## Video question answering" in text
-    assert "| colour | 432 | 1 | 0.19 | 0.32 | passed |" in text
-    assert "| speed | 432 | 0.35 | 0.35 | 0.47 | FAILED |" in text
+    assert "| colour | 432 | 108 | 1 | 0.19 | 0.32 | 0.41 | passed |" in text
+    assert "| speed | 432 | 108 | 0.35 | 0.35 | 0.47 | 0.566 | FAILED |" in text
     plain = Path(write_report(str(tmp_path / "p"), _stages(tmp_path, _posttrain()))).read_text()
     assert "Video question answering" not in plain
+
+
+def test_a_vqa_type_within_noise_of_its_baseline_does_not_pass() -> None:
+    import dataclasses
+
+    import pytest
+
+    from flows.demo_vqa import DemoVQASummary
+
+    # the last demo's direction figures: 0.222 against blind 0.208 on 144 held-out clips
+    vqa = DemoVQASummary(
+        model="m", blind_model="b", per_type={"direction": 0.222, "colour": 0.35},
+        blind_per_type={"direction": 0.208, "colour": 0.17}, majority_per_type={
+        "direction": 0.21, "colour": 0.23}, questions_per_type={"direction": 576, "colour": 576},
+        accuracy=0.3, blind_accuracy=0.2, majority_accuracy=0.2, seconds=1.0,
+        clips_per_type={"direction": 144, "colour": 144},
+    )  # fmt: skip
+    assert vqa.margin("direction") == pytest.approx(2 * (0.21 * 0.79 / 144) ** 0.5)
+    assert not vqa.passed("direction")  # beat both, but by 0.012 < 0.068
+    assert vqa.passed("colour")  # 0.35 > 0.23 + 0.070
+    # a summary from before clip counts were recorded counts its questions
+    older = dataclasses.replace(vqa, clips_per_type={})
+    assert older.margin("direction") == pytest.approx(2 * (0.21 * 0.79 / 576) ** 0.5)

@@ -34,6 +34,11 @@ def test_align_then_eval_vqa_and_a_mismatched_encoder_exits_2(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["num_questions"] > 0
     assert set(summary["per_type"]) == {"shape", "colour", "direction", "speed"}
+    # one clip per video here: each type's phrasings share it (the demo's pass margin counts clips)
+    assert all(
+        0 < summary["clips_per_type"][k] < summary["questions_per_type"][k]
+        for k in summary["per_type"]
+    )
     assert 0.0 <= summary["accuracy"] <= 1.0 and 0.0 <= summary["majority_accuracy"] <= 1.0
     assert main([*evaluate[:-1], "--encoder", "random:tiny:1"]) == 2
     assert "trained for the encoder" in capsys.readouterr().err
