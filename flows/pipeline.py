@@ -13,10 +13,7 @@ checkpoints instead of starting over.
 from __future__ import annotations
 
 import dataclasses
-import os
-import secrets
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -27,6 +24,7 @@ from flows.curate import curate_flow
 from flows.demo_config import DemoConfig
 from flows.demo_vqa import DemoVQASummary, demo_vqa
 from flows.evaluate import eval_planning_flow
+from flows.local_serve import TOKEN_ENV, served
 from flows.posttrain import posttrain_flow
 from flows.pretrain import pretrain_flow
 from flows.probe import probe_flow, probe_job, publish_probe
@@ -44,8 +42,6 @@ from tasks.training.posttrain_config import PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
 from tasks.training.summaries import JobSummary, PosttrainSummary, PretrainSummary, ProbeSummary
-
-TOKEN_ENV = "VJEPA_DEMO_TOKEN"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,35 +80,6 @@ def _curate(config: DemoConfig, stages: Stages) -> CurateSummary:
         "curate", inputs, [output], CurateSummary,
         lambda: curate_flow([config.path("videos")], output, settings), lambda s: s.files,
     )  # fmt: skip
-
-
-@contextmanager
-def served(bundle: str) -> Iterator[str]:
-    """Serve `bundle` on a free loopback port with a fresh bearer token; yields the URL."""
-    import socket
-
-    from pydantic import SecretStr
-    from ray import serve
-
-    from serving.app import APP_NAME, build_app
-    from serving.config import ServingConfig
-
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        port = int(probe_socket.getsockname()[1])
-    # The client reads the token from the driver's environment; the replicas get the value itself
-    # (Ray started before it existed, so their environment lacks it).
-    token = secrets.token_urlsafe(24)
-    os.environ[TOKEN_ENV] = token
-    config = ServingConfig.model_validate(
-        {"models": {"demo": bundle}, "port": port, "planner": {"num_cpus": 1}}
-    ).model_copy(update={"token": SecretStr(token)})
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
 
 
 def side_by_side(scale: ScaleConfig, jobs: int) -> bool:
