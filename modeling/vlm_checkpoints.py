@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from modeling.checkpoints import CheckpointError, load_strict, read_state, save_state
-from modeling.vlm import VisualProjector, VisualProjectorConfig
+from modeling.encoder import VisionEncoder
+from modeling.vlm import VideoLanguageModel, VisualProjector, VisualProjectorConfig
 
 MANIFEST = "vlm.json"
 PROJECTOR_FILE = "projector.safetensors"
@@ -174,3 +176,25 @@ def load_lm_weights(folder: str | Path, lm: nn.Module) -> None:
     if missing:
         raise CheckpointError(f"{folder}/{LM_FILE} lacks LM weights: {sorted(missing)[:5]}")
     lm.load_state_dict(state, strict=False)
+
+
+def assemble_vlm(
+    folder: str | Path,
+    encoder: VisionEncoder,
+    lm: nn.Module,
+    load_adapter: Callable[[nn.Module, Path], nn.Module],
+) -> VideoLanguageModel:
+    """The model of folder `folder` on its base encoder and LM, after checking they match.
+
+    The trained LM weights go in as `vlm.json` says: `lm.safetensors` when the LM was
+    trained whole, `load_adapter(lm, folder / ADAPTER_DIR)` (a `peft` call, which this
+    torch-only module leaves to its caller) for a LoRA adapter. Eval mode.
+    """
+    manifest = read_manifest(folder)
+    check_components(manifest, encoder, lm)
+    if manifest.lm_weights == "full":
+        load_lm_weights(folder, lm)
+    elif manifest.lm_weights == "lora":
+        lm = load_adapter(lm, Path(folder) / ADAPTER_DIR)
+    projector = load_projector(folder)
+    return VideoLanguageModel(encoder, projector, lm, blind=manifest.blind).eval()

@@ -26,13 +26,7 @@ import torch
 from modeling.checkpoints import CheckpointError, load_encoder
 from modeling.preprocess import frames_to_video
 from modeling.vlm import VideoLanguageModel
-from modeling.vlm_checkpoints import (
-    ADAPTER_DIR,
-    check_components,
-    load_lm_weights,
-    load_projector,
-    read_manifest,
-)
+from modeling.vlm_checkpoints import assemble_vlm, read_manifest
 from modeling.vlm_prompts import build_prompt
 from serving.bundles import local_path
 from serving.codec import RequestError
@@ -86,12 +80,7 @@ def load_vqa(uri: str, settings: VQASettings, cache_dir: str, device: torch.devi
     lm_source = settings.lm or manifest.lm.source
     encoder = load_encoder(local_path(encoder_source, cache_dir))
     lm, tokenizer = load_language_model(local_path(lm_source, cache_dir))
-    check_components(manifest, encoder, lm)
-    if manifest.lm_weights == "full":
-        load_lm_weights(folder, lm)
-    elif manifest.lm_weights == "lora":
-        lm = _with_adapter(lm, folder / ADAPTER_DIR)
-    model = VideoLanguageModel(encoder, load_projector(folder), lm, blind=manifest.blind)
+    model = assemble_vlm(folder, encoder, lm, _with_adapter)
     size = settings.image_size or manifest.image_size or DEFAULT_IMAGE_SIZE
     return LoadedVQA(
         model=model.eval().to(device),

@@ -16,14 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modeling.vlm import VideoLanguageModel
-from modeling.vlm_checkpoints import (
-    ADAPTER_DIR,
-    VLMManifest,
-    check_components,
-    load_lm_weights,
-    load_projector,
-    read_manifest,
-)
+from modeling.vlm_checkpoints import VLMManifest, assemble_vlm, read_manifest
 from tasks import storage
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -35,25 +28,18 @@ class LMFolderError(ValueError):
 
 def local_folder(uri: str, scratch: str | Path) -> Path:
     """A local copy of a folder `uri` (the folder itself when already local)."""
-    if not storage.is_remote(uri):
-        here = Path(uri.removeprefix("file://"))
-        if not here.is_dir():
-            raise FileNotFoundError(f"folder not found: {uri}")
-        return here
-    fs, remote = storage.filesystem(uri)
-    if not fs.isdir(remote):
-        raise FileNotFoundError(f"folder not found: {uri}")
-    local = Path(scratch) / remote.rstrip("/").rsplit("/", 1)[-1]
-    fs.get(remote.rstrip("/") + "/", str(local), recursive=True)
-    return local
+    try:
+        folder = storage.download(uri, scratch)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"folder not found: {uri}") from None
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder not found: {uri} is a file")
+    return folder
 
 
 def upload_folder(local: Path, uri: str) -> str:
     """Copy a local folder to `uri` (local path or `s3://`)."""
-    fs, path = storage.filesystem(uri)
-    fs.makedirs(path, exist_ok=True)
-    fs.put(str(local).rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
-    return uri
+    return storage.publish_folder(local, uri)
 
 
 def check_lm_folder(folder: Path) -> None:
@@ -111,13 +97,11 @@ def load_vqa_model(uri: str, encoder: str | None = None, lm: str | None = None) 
         manifest = read_manifest(folder)
         vision = build_encoder(encoder or manifest.encoder.source)
         language, tokenizer = load_lm(lm or manifest.lm.source)
-        check_components(manifest, vision, language)
-        if manifest.lm_weights == "full":
-            load_lm_weights(folder, language)
-        elif manifest.lm_weights == "lora":
-            from peft import PeftModel
-
-            language = PeftModel.from_pretrained(language, str(folder / ADAPTER_DIR)).eval()
-        projector = load_projector(folder)
-    model = VideoLanguageModel(vision, projector, language, blind=manifest.blind).eval()
+        model = assemble_vlm(folder, vision, language, _with_adapter)
     return VQAModel(model, tokenizer, manifest)
+
+
+def _with_adapter(lm: Any, adapter: Path) -> Any:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(lm, str(adapter)).eval()

@@ -69,3 +69,23 @@ def test_vlm_json_records_the_clip_side_that_serving_decodes_to(tmp_path: Path) 
 @pytest.mark.parametrize(("grid", "side"), [((4, 4, 4), 64), ((2, 2, 2), 32), ((4, 4, 2), 0)])
 def test_align_records_the_side_of_square_clips(grid: tuple[int, int, int], side: int) -> None:
     assert clip_side(grid, 16) == side
+
+
+def test_an_lm_folder_travels_through_s3_and_a_missing_one_is_named(
+    tmp_path: Path, s3_bucket: str
+) -> None:
+    from tasks.vqa.lm import local_folder, upload_folder
+
+    source = tmp_path / "lm"
+    (source / "sub").mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    (source / "sub" / "tokenizer.json").write_text("[]")
+    uri = upload_folder(source, f"{s3_bucket}/models/lm")
+    copy = local_folder(uri, tmp_path / "scratch")
+    assert (copy / "config.json").read_text() == "{}"
+    assert (copy / "sub" / "tokenizer.json").read_text() == "[]"
+    assert local_folder(str(source), tmp_path) == source  # a local folder is its own copy
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        local_folder(f"{s3_bucket}/models/none", tmp_path / "scratch2")
+    with pytest.raises(FileNotFoundError, match="is a file"):
+        local_folder(str(source / "config.json"), tmp_path)
