@@ -2,7 +2,9 @@
 
 The tiny LM is trained on the sample videos' training questions, then aligned with the
 pretrained encoder twice on the same recipe: once with the visual tokens, once blind (the
-tokens removed). Both are scored on the held-out videos beside the majority answer; a
+tokens removed). Both are scored on the held-out videos beside the majority answer, and the
+aligned model answers one held-out question through the HTTP server (`/v1/vqa`, served beside
+the world model's planner in the same application). A
 question type passes when the aligned model beats the better baseline by a margin its number
 of held-out clips supports (`DemoVQASummary.margin`). Every job is the flow its own command
 runs, so the demo records the same artifacts.
@@ -12,8 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import time
+
+import numpy as np
 
 from flows.demo_config import DemoConfig
+from flows.local_serve import TOKEN_ENV, served
 from flows.stages import Stages, config_inputs
 from flows.vqa import align_flow, eval_vqa_flow, make_tiny_lm_flow
 from tasks import storage
@@ -21,7 +28,7 @@ from tasks.training.launch import ScaleConfig
 from tasks.training.summaries import JobSummary
 from tasks.vqa.align import AlignConfig
 from tasks.vqa.evaluate import EvalVQAConfig
-from tasks.vqa.qa import QA_FILE
+from tasks.vqa.qa import QA_FILE, TEST, QAItem, read_qa
 from tasks.vqa.tiny_lm import TinyLMConfig
 
 # A type passes when the aligned accuracy beats the better baseline by this many binomial
@@ -44,6 +51,13 @@ class DemoVQASummary(JobSummary):
     majority_accuracy: float
     seconds: float
     clips_per_type: dict[str, int] = dataclasses.field(default_factory=dict)
+    # one held-out question asked through the HTTP server (empty in older summaries)
+    http_question: str = ""
+    http_expected: str = ""
+    http_answer: str = ""
+    http_serve_seconds: float = 0.0  # starting the application with the VQA deployment
+    http_request_ms: float = 0.0  # the client's round trip
+    http_server_ms: float = 0.0  # the ingress's own time for it
 
     @classmethod
     def job_name(cls) -> str:
@@ -89,8 +103,54 @@ def vqa_configs(config: DemoConfig, encoder: str) -> tuple[TinyLMConfig, AlignCo
     return lm, aligned, blind
 
 
-def run_vqa(config: DemoConfig, encoder: str, scale: ScaleConfig) -> DemoVQASummary:
-    """Train the tiny LM, align it with and without vision, evaluate both on held-out videos."""
+@dataclasses.dataclass(frozen=True)
+class HttpAnswer:
+    """One question answered through `/v1/vqa`, with its timings."""
+
+    question: str
+    expected: str
+    answer: str
+    serve_seconds: float
+    request_ms: float
+    server_ms: float
+
+
+def heldout_clip(data: str, qa: str) -> tuple[QAItem, np.ndarray]:
+    """The first held-out question of the QA table and the uint8 frames of its first clip."""
+    from tasks.clips import clips_to_array, read_clip_table
+    from tasks.tables import SourceMatcher
+
+    item = next(item for item in read_qa(qa) if item.split == TEST)
+    table = read_clip_table(data, columns=["source", "start_s", "end_s", "frames", "shape"])
+    matcher = SourceMatcher({item.source})
+    for row in table.to_pylist():
+        if matcher.match(row["source"]) and item.covers(row["start_s"], row["end_s"]):
+            return item, clips_to_array([row["frames"]], row["shape"])[0]  # (T, H, W, 3)
+    raise ValueError(f"no curated clip of {item.source} for its held-out question")
+
+
+def ask_over_http(bundle: str, model: str, data: str, qa: str) -> HttpAnswer:
+    """Serve `model` beside the world model `bundle`, ask one held-out question, shut down."""
+    from serving.client import VQAClient
+
+    item, frames = heldout_clip(data, qa)
+    started = time.monotonic()
+    with served(bundle, vqa_model=model) as url:
+        ready = time.monotonic()
+        with VQAClient(url, token=os.environ[TOKEN_ENV]) as client:
+            reply = client.ask(frames, item.question)
+        request_ms = 1000 * (time.monotonic() - ready)
+    return HttpAnswer(
+        item.question, item.answer, reply.answer, ready - started, request_ms,
+        reply.timing.server_ms,
+    )  # fmt: skip
+
+
+def run_vqa(
+    config: DemoConfig, encoder: str, scale: ScaleConfig, world_model: str
+) -> DemoVQASummary:
+    """Train the tiny LM, align it with and without vision, evaluate both on held-out videos,
+    and ask the aligned model one held-out question through the HTTP server."""
     lm, aligned, blind = vqa_configs(config, encoder)
     make_tiny_lm_flow(lm)
     seconds = 0.0
@@ -102,6 +162,7 @@ def run_vqa(config: DemoConfig, encoder: str, scale: ScaleConfig) -> DemoVQASumm
         results.append(eval_vqa_flow(evaluation, key=key))
         seconds += trained.seconds
     seen, unseen = results
+    http = ask_over_http(world_model, seen.model, aligned.data, aligned.qa)
     return DemoVQASummary(
         model=seen.model,
         blind_model=unseen.model,
@@ -114,13 +175,20 @@ def run_vqa(config: DemoConfig, encoder: str, scale: ScaleConfig) -> DemoVQASumm
         blind_accuracy=unseen.accuracy,
         majority_accuracy=seen.majority_accuracy,
         seconds=seconds + seen.seconds + unseen.seconds,
+        http_question=http.question,
+        http_expected=http.expected,
+        http_answer=http.answer,
+        http_serve_seconds=http.serve_seconds,
+        http_request_ms=http.request_ms,
+        http_server_ms=http.server_ms,
     )
 
 
 def demo_vqa(
-    config: DemoConfig, encoder: str, scale: ScaleConfig, stages: Stages
+    config: DemoConfig, encoder: str, scale: ScaleConfig, stages: Stages, world_model: str
 ) -> DemoVQASummary:
-    """The VQA stage, reused when its configuration, videos, clips and encoder are unchanged."""
+    """The VQA stage, reused when its configuration, videos, clips and encoder are unchanged
+    (the world model is only served beside it, for the application's planner)."""
     lm, aligned, blind = vqa_configs(config, encoder)
     inputs = {
         "lm": config_inputs(lm),
@@ -133,5 +201,5 @@ def demo_vqa(
     }
     return stages.run(
         "vqa", inputs, [config.path("vqa")], DemoVQASummary,
-        lambda: run_vqa(config, encoder, scale), lambda s: [config.path("vqa")],
+        lambda: run_vqa(config, encoder, scale, world_model), lambda s: [config.path("vqa")],
     )  # fmt: skip

@@ -384,7 +384,9 @@ def demo_flow(config: DemoConfig) -> DemoResult:
     probes = _probes(config, pretrained.encoder_checkpoint, videos.labels, scale, stages)
     posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale, stages)
     evaluation = _plan(config, posttrained.world_model_dir, stages)
-    vqa = demo_vqa(config, pretrained.encoder_checkpoint, scale, stages)
+    vqa = demo_vqa(
+        config, pretrained.encoder_checkpoint, scale, stages, posttrained.world_model_dir
+    )
     done = DemoStages(curated, pretrained, probes, posttrained, evaluation, stages.outcomes, vqa)
     diagnosis = _diagnosis(config, posttrained.world_model_dir, stages)
     done = dataclasses.replace(done, diagnosis=diagnosis)

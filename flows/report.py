@@ -187,7 +187,20 @@ def _vqa_section(vqa: DemoVQASummary | None) -> list[str]:
         + _table(
             ("type", "questions", "clips", "aligned", "blind", "majority", "needs", "check"), rows
         )
+        + _vqa_http_line(vqa)
     ]
+
+
+def _vqa_http_line(vqa: DemoVQASummary) -> str:
+    """The held-out question the aligned model answered through the HTTP server."""
+    if not vqa.http_question:
+        return ""
+    return (
+        f"\n\nThrough the HTTP server (`/v1/vqa`, served beside the planner): "
+        f'"{vqa.http_question}" -> "{vqa.http_answer}" (expected "{vqa.http_expected}"); '
+        f"application start {vqa.http_serve_seconds:.1f} s, request {vqa.http_request_ms:.0f} ms "
+        f"({vqa.http_server_ms:.0f} ms in the server)."
+    )
 
 
 def _diagnosis_section(diagnosis: Diagnosis | None) -> list[str]:

@@ -128,7 +128,9 @@ def test_report_shows_vqa_per_type_against_blind_and_majority(tmp_path: Path) ->
         blind_per_type={"colour": 0.19, "speed": 0.35}, majority_per_type={"colour": 0.32,
         "speed": 0.47}, questions_per_type={"colour": 432, "speed": 432}, accuracy=0.67,
         blind_accuracy=0.27, majority_accuracy=0.39, seconds=1.0,
-        clips_per_type={"colour": 108, "speed": 108},
+        clips_per_type={"colour": 108, "speed": 108}, http_question="What colour is it?",
+        http_expected="red", http_answer="red", http_serve_seconds=9.5, http_request_ms=41.2,
+        http_server_ms=30.0,
     )  # fmt: skip
     assert vqa.passed("colour") and not vqa.passed("speed")
     assert DemoVQASummary.from_dict(vqa.as_dict()) == vqa  # stage reuse reads it back
@@ -137,6 +139,7 @@ def test_report_shows_vqa_per_type_against_blind_and_majority(tmp_path: Path) ->
     assert "## Video question answering" in text
     assert "| colour | 432 | 108 | 1 | 0.19 | 0.32 | 0.41 | passed |" in text
     assert "| speed | 432 | 108 | 0.35 | 0.35 | 0.47 | 0.566 | FAILED |" in text
+    assert '"What colour is it?" -> "red" (expected "red"); application start 9.5 s' in text
     plain = Path(write_report(str(tmp_path / "p"), _stages(tmp_path, _posttrain()))).read_text()
     assert "Video question answering" not in plain
 
