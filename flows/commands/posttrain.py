@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
     parser.add_argument(
-        "--steps", type=int, default=1500, help="optimizer steps, the cap (default 1500)"
+        "--steps", type=int, default=3000, help="optimizer steps, the cap (default 3000)"
     )
     parser.add_argument(
         "--stop-every",
@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.005,
         help="the rise in gain that counts (default 0.005)",
+    )
+    parser.add_argument(
+        "--stop-min-gain",
+        type=float,
+        default=0.05,
+        help="no plateau counts before the gain has once reached this (default 0.05)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="windows per worker and step")
     parser.add_argument("--frames", type=int, default=3, help="frames per window (default 3)")
@@ -131,6 +137,7 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
             stop_every=args.stop_every,
             stop_patience=args.stop_patience,
             stop_min_improvement=args.stop_min_improvement,
+            stop_min_gain=args.stop_min_gain,
             batch_size=args.batch_size,
             frames=args.frames,
             rollout_steps=args.rollout_steps,

@@ -155,7 +155,7 @@ def test_the_stopping_rule_ends_a_run_before_the_cap(
     # second (step 4) is stale, and patience 1 stops there
     config = _config(
         small_run_inputs, str(tmp_path / "run"), steps=8, checkpoint_every=4,
-        stop_every=2, stop_patience=1, stop_min_improvement=10.0,
+        stop_every=2, stop_patience=1, stop_min_improvement=10.0, stop_min_gain=-1.0,
     )  # fmt: skip
     summary = run_posttrain(config, ScaleConfig())
     assert summary.steps == 4 and summary.stopped_early

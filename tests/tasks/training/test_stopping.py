@@ -63,3 +63,13 @@ def test_the_loop_stops_where_the_rule_says_with_a_checkpoint_there(tmp_path: Pa
     assert position.step == 12 and measured == [3, 6, 9, 12]
     assert curve == [(3, 0.1), (6, 0.3), (9, 0.31), (12, 0.29)]
     assert store.latest_step() == 12 and len(job.seen) == 12
+
+
+def test_no_plateau_counts_before_the_gain_has_reached_min_gain() -> None:
+    # DistractorReach's shape: flat near 0 for a while, then rising; min_gain keeps it training
+    slow_starter = [(250, 0.0), (500, 0.0), (750, 0.0001), (1000, 0.0002), (1250, 0.0013)]
+    assert StoppingRule(patience=2).stop_step(slow_starter) == 750
+    assert StoppingRule(patience=2, min_gain=0.05).stop_step(slow_starter) is None
+    # once reached, a plateau stops the run as before
+    learned = [(250, 0.04), (500, 0.06), (750, 0.061), (1000, 0.062)]
+    assert StoppingRule(patience=2, min_gain=0.05).stop_step(learned) == 1000
