@@ -108,46 +108,25 @@ def direct_plan_ms(model: Any, robots: int, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-async def robot(
-    client: Any, path: str, body: bytes, stop_at: float, minimum: int, record: dict[str, list]
-) -> None:
-    done = 0
-    while done < minimum or time.monotonic() < stop_at:
-        started = time.perf_counter()
-        response = await client.post(path, content=body)
-        if response.status_code != 200:
-            record["errors"].append(response.status_code)
-            continue
-        record["latency"].append((time.perf_counter() - started) * 1000)
-        timing = msgpack.unpackb(response.content).get("timing", {})
-        record["batch"].append(timing.get("batch_size", 1))
-        done += 1
+def read_plan_reply(response: Any, record: dict[str, list[Any]]) -> None:
+    """The batch size of one `/v1/plan` reply (msgpack)."""
+    timing = msgpack.unpackb(response.content).get("timing", {})
+    record.setdefault("batch", []).append(timing.get("batch_size", 1))
 
 
 async def fleet_load(
     url: str, path: str, bodies: list[bytes], seconds: float, minimum: int
 ) -> dict:
-    import httpx
+    from benchmarks.load import closed_loop, latency_figures
 
-    limits = httpx.Limits(max_connections=len(bodies) + 4)
-    headers = {"Content-Type": "application/msgpack"}
-    record: dict[str, list] = {"latency": [], "batch": [], "errors": []}
-    async with httpx.AsyncClient(
-        base_url=url, limits=limits, headers=headers, timeout=300
-    ) as client:
-        await asyncio.gather(*(client.post(path, content=b) for b in bodies))  # warm-up
-        started = time.monotonic()
-        stop_at = started + seconds
-        await asyncio.gather(*(robot(client, path, b, stop_at, minimum, record) for b in bodies))
-        elapsed = time.monotonic() - started
-    latency = np.array(record["latency"])
+    record, elapsed = await closed_loop(
+        url, path, bodies, seconds, minimum, read_plan_reply, timeout=300
+    )
+    figures = latency_figures(record, elapsed)
     return {
-        "plans_per_s": len(latency) / elapsed,
-        "p50_ms": float(np.percentile(latency, 50)),
-        "p99_ms": float(np.percentile(latency, 99)),
+        "plans_per_s": figures.pop("per_s"),
+        **figures,
         "mean_batch": float(np.mean(record["batch"])),
-        "requests": len(latency),
-        "errors": len(record["errors"]),
     }
 
 
@@ -155,15 +134,19 @@ def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
     import ray
     from ray import serve
 
+    from benchmarks.load import free_port
     from serving.app import build_app
     from serving.config import ServingConfig
 
-    port = _free_port()
+    port = free_port()
     # both applications hold a planner replica, but only one is busy at a time: give Ray
     # enough logical CPUs for both (the torch thread count is set explicitly)
     cpus = 2 * (os.cpu_count() or 2) + 1
     gpus = 1 if args.planner_gpus > 0 else 0
-    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+    # its own cluster, never another session's `ray start` head
+    ray.init(
+        address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     for mode in ("on", "off"):
         config = ServingConfig.model_validate(
@@ -187,14 +170,6 @@ def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
         )
         serve.run(build_app(config), name=f"bench-{mode}", route_prefix=f"/{mode}")
     return f"http://127.0.0.1:{port}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def embed_load(url: str, seconds: float, clients: int = 8) -> float:

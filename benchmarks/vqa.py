@@ -66,51 +66,26 @@ def request_body(index: int, max_new_tokens: int) -> bytes:
     return pack({"frames": frames, "question": question, "max_new_tokens": max_new_tokens})
 
 
-async def client_loop(
-    client: Any, path: str, body: bytes, stop_at: float, minimum: int, record: dict[str, list]
-) -> None:
-    done = 0
-    while done < minimum or time.monotonic() < stop_at:
-        started = time.perf_counter()
-        response = await client.post(path, content=body)
-        if response.status_code != 200:
-            record["errors"].append(response.status_code)
-            continue
-        record["latency"].append((time.perf_counter() - started) * 1000)
-        reply = response.json()
-        timing = reply["timing"]
-        record["tokens"].append(reply["num_tokens"])
-        record["batch"].append(timing["batch_size"])
-        record["share"].append(timing["encode_ms"] / max(timing["server_ms"], 1e-6))
-        done += 1
+def read_vqa_reply(response: Any, record: dict[str, list[Any]]) -> None:
+    """Tokens, batch size and the encoder + projector share of one `/v1/vqa` reply."""
+    reply = response.json()
+    timing = reply["timing"]
+    record.setdefault("tokens", []).append(reply["num_tokens"])
+    record.setdefault("batch", []).append(timing["batch_size"])
+    record.setdefault("share", []).append(timing["encode_ms"] / max(timing["server_ms"], 1e-6))
 
 
 async def load(url: str, path: str, bodies: list[bytes], seconds: float, minimum: int) -> dict:
-    import httpx
+    from benchmarks.load import closed_loop, latency_figures
 
-    limits = httpx.Limits(max_connections=len(bodies) + 4)
-    headers = {"Content-Type": "application/msgpack"}
-    record: dict[str, list] = {"latency": [], "tokens": [], "batch": [], "share": [], "errors": []}
-    async with httpx.AsyncClient(
-        base_url=url, limits=limits, headers=headers, timeout=600
-    ) as client:
-        await asyncio.gather(*(client.post(path, content=b) for b in bodies))  # warm-up
-        started = time.monotonic()
-        stop_at = started + seconds
-        await asyncio.gather(
-            *(client_loop(client, path, b, stop_at, minimum, record) for b in bodies)
-        )
-        elapsed = time.monotonic() - started
-    latency = np.array(record["latency"])
+    record, elapsed = await closed_loop(url, path, bodies, seconds, minimum, read_vqa_reply)
+    figures = latency_figures(record, elapsed)
     return {
-        "answers_per_s": len(latency) / elapsed,
+        "answers_per_s": figures.pop("per_s"),
         "tokens_per_s": float(np.sum(record["tokens"])) / elapsed,
-        "p50_ms": float(np.percentile(latency, 50)),
-        "p99_ms": float(np.percentile(latency, 99)),
+        **figures,
         "mean_batch": float(np.mean(record["batch"])),
         "encode_share": float(np.mean(record["share"])),
-        "requests": len(latency),
-        "errors": len(record["errors"]),
     }
 
 
@@ -118,12 +93,14 @@ def start_apps(model: Path, bundle: Path, args: argparse.Namespace, cache: str) 
     import ray
     from ray import serve
 
+    from benchmarks.load import free_port
     from serving.app import build_app
     from serving.config import ServingConfig
 
-    port = _free_port()
+    port = free_port()
     cpus = 2 * (os.cpu_count() or 2) + 2  # two apps' replicas; threads are set explicitly
     ray.init(
+        address="local",  # its own cluster, never another session's `ray start` head
         num_cpus=cpus,
         num_gpus=1 if args.vqa_gpus > 0 else 0,
         include_dashboard=False,
@@ -174,14 +151,6 @@ def make_bundle(folder: Path) -> Path:
     predictor = ACPredictor(ac_tiny(action_dim=2, state_dim=2))
     model = WorldModel(VisionEncoder(tiny()), predictor, spec)
     return save_world_model(folder, model)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def in_process(model: Path, cache: str, args: argparse.Namespace, clients: int) -> dict:
