@@ -3,8 +3,8 @@
 One run on one machine: starts its own local Ray, writes a random-weight VQA model folder (the
 tiny encoder, an `mlp` projector and a tiny Llama saved and loaded with `transformers`, as in the
 serving tests) and serves it twice side by side, as two Serve applications with identical
-replicas: `/on` batches concurrent questions (`max_batch_size` 16), `/off` answers every request
-alone. Simulated clients (asyncio + httpx on 127.0.0.1) each ask questions about their own
+replicas: `/on` batches concurrent questions (the product's `VQASettings` batch size and
+wait), `/off` answers every request alone. Simulated clients (asyncio + httpx on 127.0.0.1) each ask questions about their own
 4-frame 64 px clip back to back for a fixed time (and at least a fixed count); for every client
 count both modes run one after the other, so background load drifts equally on both.
 
@@ -120,11 +120,8 @@ def start_apps(model: Path, bundle: Path, args: argparse.Namespace, cache: str) 
                 "vqa": {
                     "model": str(model),
                     "max_new_tokens": max(64, args.max_new_tokens),
-                    "batching": {
-                        "enabled": mode == "on",
-                        "max_batch_size": 16,
-                        "wait_timeout_s": 0.01,
-                    },
+                    # the product's batch size and wait (VQASettings), on or off
+                    "batching": {"enabled": mode == "on"},
                     "replicas": {
                         "num_replicas": 1,
                         "num_cpus": args.vqa_cpus,
