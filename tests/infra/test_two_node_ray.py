@@ -108,7 +108,9 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):  # the dashboard may still be starting
-                alive = list_nodes(address=self.address, filters=[("state", "=", "ALIVE")])
+                # filtered server-side, dead nodes count as "missing output" (an exception)
+                alive = list_nodes(address=self.address, filters=[("state", "=", "ALIVE")],
+                                   raise_on_missing_output=False)  # fmt: skip
                 new = [n.node_id for n in alive if n.is_head_node == head]
                 new = [node for node in new if node not in self.seen]
                 if new:
