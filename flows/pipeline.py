@@ -38,7 +38,7 @@ from tasks.planning.summary import PlanningSummary
 from tasks.robot.collect import CollectConfig, CollectSummary
 from tasks.runtime import ensure_ray, local_uri
 from tasks.training.launch import ScaleConfig, cluster_cpus
-from tasks.training.posttrain_config import PosttrainConfig
+from tasks.training.posttrain_config import CPU_CEM, PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
 from tasks.training.summaries import JobSummary, PosttrainSummary, PretrainSummary, ProbeSummary
@@ -234,6 +234,7 @@ def _posttrain(
         fps=config.control_fps,
         seed=config.seed,
         resume=True,
+        cem={**CPU_CEM, "horizon": config.planning_horizon},
     )
     inputs = {
         "config": config_inputs(posttrain),
