@@ -21,6 +21,7 @@ from tasks.training.launch import ExistingRunError, ScaleConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import ProbeConfig
 from tasks.training.summaries import PretrainSummary
+from tests.ray_workers import train_worker_pids
 
 pytestmark = [pytest.mark.ray]
 SCALE = ScaleConfig(num_workers=1, max_failures=2)
@@ -87,25 +88,12 @@ def test_probe_rejects_labels_without_source(curated_dir: Path, tmp_path: Path) 
         probe_flow(config, SCALE)
 
 
-def _train_worker_pids() -> set[int]:
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if b"RayTrainWorker" in handle.read():
-                        pids.add(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
 def test_pretrain_on_s3_survives_a_killed_worker(curated_dir: Path, s3_bucket: str) -> None:
     data, output = f"{s3_bucket}/curated", f"{s3_bucket}/pretrain"
     fs, _ = storage.filesystem(data)
     fs.put(str(curated_dir), data.removeprefix("s3://"), recursive=True)
     store = CheckpointStore(output)
-    before = _train_worker_pids()
+    before = train_worker_pids()
     result: dict = {}
     runner = threading.Thread(
         target=lambda: result.update(_pretrain(data, output, steps=30).as_dict())
@@ -114,7 +102,7 @@ def test_pretrain_on_s3_survives_a_killed_worker(curated_dir: Path, s3_bucket: s
     deadline = time.monotonic() + 300
     while (store.latest_step() or 0) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)
-    victims = _train_worker_pids() - before
+    victims = train_worker_pids() - before
     assert len(victims) == 1, f"expected one new training worker, found {victims}"
     os.kill(victims.pop(), signal.SIGKILL)
     runner.join(timeout=600)

@@ -17,6 +17,7 @@ from tasks.training.checkpoints import CheckpointStore
 from tasks.training.launch import ScaleConfig
 from tasks.vqa.align import AlignConfig, run_align
 from tasks.vqa.summaries import AlignSummary
+from tests.ray_workers import train_worker_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -50,33 +51,20 @@ def test_resume_continues_without_repeating_a_step(
     assert _steps(output) == list(range(1, 9))
 
 
-def _train_worker_pids() -> set[int]:
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if b"RayTrainWorker" in handle.read():
-                        pids.add(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
 def test_a_killed_worker_resumes_from_the_last_checkpoint(
     ray_cluster: None, inputs: AlignConfig, tmp_path: Path
 ) -> None:
     output = str(tmp_path / "killed")
     config = dataclasses.replace(inputs, output=output, steps=200)
     store = CheckpointStore(output)
-    before = _train_worker_pids()
+    before = train_worker_pids()
     result: dict[str, AlignSummary] = {}
     runner = threading.Thread(target=lambda: result.update(done=run_align(config, ScaleConfig())))
     runner.start()
     deadline = time.monotonic() + 300
     while (store.latest_step() or 0) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
-    victims = _train_worker_pids() - before
+    victims = train_worker_pids() - before
     assert len(victims) == 1, f"expected one new training worker, found {victims}"
     os.kill(victims.pop(), signal.SIGKILL)
     runner.join(timeout=600)
