@@ -112,8 +112,11 @@ class ThreadRoutedStdout(io.TextIOBase):
         self.stdout.flush()
         self.log.flush()
 
-    def isatty(self) -> bool:
-        return self.stdout.isatty()
+    def isatty(self) -> bool:  # asked at exit too (colorama), when the stream may be closed
+        try:
+            return self.stdout.isatty()
+        except ValueError:
+            return False
 
     def fileno(self) -> int:
         return self.stdout.fileno()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from modeling.vlm_prompts import build_prompt, normalise_answer
+from tasks import progress
 from tasks.tables import SourceMatcher
 from tasks.vqa.clip_features import ClipFeatures, KeepSources, encode_clips
 from tasks.vqa.lm import VQAModel, load_vqa_model
@@ -68,6 +69,7 @@ def answer_all(
     """Generated answers (decoded, not yet normalised) of every `(item, clip)` pair."""
     model, tokenizer = vqa.model, vqa.tokenizer
     answers: list[str] = []
+    progress.report("eval-vqa", 0, len(pairs), "question")
     for start in range(0, len(pairs), config.batch_size):
         chunk = pairs[start : start + config.batch_size]
         prompts = [build_prompt(tokenizer, item.question) for item, _ in chunk]
@@ -83,6 +85,7 @@ def answer_all(
             pad_token_id=tokenizer.pad_token_id,
         )
         answers.extend(tokenizer.decode(row, skip_special_tokens=True) for row in ids)
+        progress.report("eval-vqa", len(answers), len(pairs), "question")
     return answers
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tasks import progress
 from tasks.training.summaries import JobSummary
 from tasks.vqa.lm import load_local_lm, upload_folder
 from tasks.vqa.qa import corpus_lines, read_qa
@@ -120,6 +121,7 @@ def pretrain(model: Any, tokenizer: Any, lines: list[str], config: TinyLMConfig)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        progress.report("make-tiny-lm", step + 1, config.steps, "step", loss=losses[-1])
     return losses
 
 
