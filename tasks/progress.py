@@ -44,7 +44,10 @@ class StageState:
 
     total: int
     unit: str
-    started: float = dataclasses.field(default_factory=time.monotonic)
+    # wall-clock times of the first and latest events: a Ray worker's events come in batches,
+    # so rates and durations use the time each event was made, not when it arrived
+    started: float = dataclasses.field(default_factory=time.time)
+    last: float = dataclasses.field(default_factory=time.time)
     first: int = 0
     done: int = 0
     figures: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -52,7 +55,7 @@ class StageState:
     closed: bool = False
 
     def rate(self) -> float:
-        return (self.done - self.first) / max(time.monotonic() - self.started, 1e-9)
+        return (self.done - self.first) / max(self.last - self.started, 1e-3)
 
     def figures_text(self) -> str:
         return ", ".join(f"{key} {_format_figure(value)}" for key, value in self.figures.items())
@@ -67,15 +70,25 @@ class Display:
         self.warned: set[str] = set()
         self.lock = threading.RLock()
 
-    def update(self, stage: str, done: int, total: int, unit: str, figures: dict[str, Any]) -> None:
+    def update(
+        self,
+        stage: str,
+        done: int,
+        total: int,
+        unit: str,
+        figures: dict[str, Any],
+        at: float | None = None,
+    ) -> None:
+        at = time.time() if at is None else at
         with self.lock:
             state = self.stages.get(stage)
             if state is None or (state.closed and done < state.done):
-                state = self.stages[stage] = StageState(total, unit, first=done, done=done)
+                state = StageState(total, unit, started=at, last=at, first=done, done=done)
+                self.stages[stage] = state
                 self.opened(stage, state)
             if state.closed:
                 return
-            state.total, state.done = total, done
+            state.total, state.done, state.last = total, done, max(at, state.last)
             state.figures.update(figures)
             self.advanced(stage, state)
             if done >= total:
@@ -99,7 +112,7 @@ class Display:
         )
 
     def finished(self, stage: str, state: StageState) -> None:
-        elapsed = time.monotonic() - state.started
+        elapsed = state.last - state.started
         figures = f", {state.figures_text()}" if state.figures else ""
         self.line(
             f"[{stage}] done: {state.done} {state.unit}s in {_duration(elapsed)} "
@@ -212,19 +225,21 @@ def warn(text: str, key: str | None = None) -> None:
 
 def report(stage: str, done: int, total: int, unit: str = "item", /, **figures: Any) -> None:
     """`done` of `total` units of `stage` are finished; `figures` (e.g. loss) are shown beside."""
+    at = time.time()
     if _display is not None:
-        _display.update(stage, done, total, unit, figures)
+        _display.update(stage, done, total, unit, figures, at)
         return
     event = {"stage": stage, "done": done, "total": total, "unit": unit, "figures": figures}
-    _forward(event, throttle=done < total)
+    _forward({**event, "at": at}, throttle=done < total)
 
 
 def apply(event: dict[str, Any]) -> None:
     """Show an event that a worker forwarded."""
     if "warn" in event:
         warn(event["warn"], event["key"])
-    else:
-        report(event["stage"], event["done"], event["total"], event["unit"], **event["figures"])
+    elif _display is not None:
+        args = (event["stage"], event["done"], event["total"], event["unit"], event["figures"])
+        _display.update(*args, event.get("at"))
 
 
 # --- Ray workers -> the CLI's process -------------------------------------------------------
