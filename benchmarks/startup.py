@@ -109,7 +109,8 @@ def start_ray_head(work: Path, env: dict[str, str]) -> str | None:
     ]
     command += ["--include-dashboard=false", f"--temp-dir={work / 'ray'}"]
     for _ in range(2):
-        done = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
+        head_env = {**env, "RAY_AUTH_MODE": "disabled"}  # loopback-only, this benchmark's own
+        done = subprocess.run(command, env=head_env, check=False, capture_output=True, text=True)
         if done.returncode == 0:
             return f"127.0.0.1:{port}"
         stop_ray_head(work)
@@ -169,7 +170,9 @@ def main() -> None:
     medians = {name: _row(name, runs) for name, runs in rows.items()}
     address = start_ray_head(work, env) if args.join else None
     if address is not None:
-        joined = {**env, "RAY_ADDRESS": address}
+        # an explicit RAY_ADDRESS never turns token auth on (Ray 2.60), while `ray start` did if
+        # ~/.ray/auth_token exists: say the mode the head got (start_ray_head: disabled)
+        joined = {**env, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled"}
         try:
             runs = [curate_once(video, work, f"j{r}", joined) for r in range(args.repeats)]
             medians["joined"] = _row("after, Ray running", runs)
