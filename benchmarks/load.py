@@ -8,7 +8,6 @@ callback pulls what a benchmark wants from every 200 reply into the shared recor
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,9 +77,3 @@ def latency_figures(record: dict[str, list[Any]], elapsed: float) -> dict[str, f
         "requests": len(latency),
         "errors": len(record["errors"]),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

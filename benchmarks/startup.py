@@ -108,8 +108,8 @@ def start_ray_head(work: Path, env: dict[str, str]) -> str | None:
         "--node-ip-address=127.0.0.1",
     ]
     command += ["--include-dashboard=false", f"--temp-dir={work / 'ray'}"]
+    head_env = {**env, "RAY_AUTH_MODE": "disabled"}  # loopback-only, this benchmark's own
     for _ in range(2):
-        head_env = {**env, "RAY_AUTH_MODE": "disabled"}  # loopback-only, this benchmark's own
         done = subprocess.run(command, env=head_env, check=False, capture_output=True, text=True)
         if done.returncode == 0:
             return f"127.0.0.1:{port}"

@@ -93,7 +93,7 @@ def start_apps(model: Path, bundle: Path, args: argparse.Namespace, cache: str) 
     import ray
     from ray import serve
 
-    from benchmarks.load import free_port
+    from flows.local_serve import free_port
     from serving.app import build_app
     from serving.config import ServingConfig
 

@@ -1,8 +1,9 @@
 """JEPA training maths shared by pretraining and AC post-training.
 
 Token gathering by index, the L1 loss on layer-normed targets, the masked-prediction loss of
-one batch as one module (`MaskedPrediction`), the EMA update of the target encoder, AdamW parameter groups (no decay on biases and norm weights) and the
-warmup-constant-decay learning-rate schedule as a pure function of the step.
+one batch as one module (`MaskedPrediction`), the EMA update of the target encoder, AdamW
+parameter groups (no decay on biases and norm weights) and the warmup-constant-decay
+learning-rate schedule as a pure function of the step.
 """
 
 from __future__ import annotations
