@@ -11,6 +11,11 @@ without Ray's start-up), one torch thread.
 `--holdout ENV` marks the env kept out of every tuning decision: it is reported on its own
 line. The last line is one JSON object; "ratio" is the smallest success / random success
 over the envs (target >= 2).
+
+`--adapt-steps N` first continues pretraining the encoder on the env's own collected videos
+for N steps (the domain adaptation of `vjepa posttrain --adapt-steps`, in-process: the
+pretraining job's `train_step` on half-overlapping clips of the collected episodes, the
+`AdaptConfig` defaults), then post-trains on the adapted encoder.
 """
 
 from __future__ import annotations
@@ -35,10 +40,13 @@ from tasks.planning.rollouts import numpy_batches
 from tasks.robot import ENV_SUITE
 from tasks.robot.collect import CollectConfig, StateSpec, collect
 from tasks.robot.windows import iter_windows
+from tasks.training.adapt import AdaptConfig, episode_clips, init_folder
+from tasks.training.adapt import clip_batches as adapt_batches
 from tasks.training.feature_cache import FeaturePool, encode_pool
 from tasks.training.job import WorkerContext
 from tasks.training.posttrain import PosttrainJob
 from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
+from tasks.training.pretrain import PretrainConfig, PretrainJob
 from tasks.training.stopping import StoppingRule
 
 TOP_DOWN = {"distance": 0.75, "elevation": -90.0, "azimuth": 90.0, "lookat": [0.0, 0.0, 0.0]}
@@ -88,6 +96,9 @@ class EnvResult:
     mean_energy_spread: float | None
     eval_episodes: int
     stopped_at: int  # the step the stopping rule chose (the step cap when it never fired)
+    adapt_steps: int = 0  # encoder pretraining steps on the env's videos first (0: none)
+    adapt_seconds: float = 0.0
+    adapt_loss: tuple[float, float] | None = None  # first and last-10 mean pretraining loss
     gain_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     diagnosis: dict[str, float] = dataclasses.field(default_factory=dict)  # part -> value
     verdicts: dict[str, bool] = dataclasses.field(default_factory=dict)  # part -> passed
@@ -148,6 +159,35 @@ def train(
     return job, errors, curve, stop or config.steps
 
 
+def adapt(
+    encoder: Path, config: PosttrainConfig, steps: int, folder: Path
+) -> tuple[Path, tuple[float, float]]:
+    """The encoder after `steps` of masked pretraining on clips of the dataset's episodes
+    (in-process `PretrainJob.train_step`); returns its file and (first, final) loss."""
+    settings = dataclasses.replace(AdaptConfig(), steps=steps, seed=config.seed)
+    facts = describe_dataset(config)
+    init = init_folder(encoder, folder / "init", seed=config.seed)
+    pretrain = PretrainConfig(
+        data="in-process", output=str(folder / "pretrain"), init=init, steps=steps,
+        batch_size=settings.batch_size, warmup_fraction=settings.warmup_fraction,
+        seed=config.seed,
+    )  # fmt: skip
+    job = PretrainJob(pretrain, WorkerContext.local())
+    clips = episode_clips(config.trajectories, settings.frames, facts.fps, facts.image_size)
+    print(f"[suite] adapting on {len(clips)} clips for {steps} steps", file=sys.stderr, flush=True)
+    losses = []
+    for step, batch in zip(
+        range(steps), adapt_batches(clips, settings.batch_size, config.seed), strict=False
+    ):
+        losses.append(job.train_step(batch, step)["loss"])
+        if (step + 1) % 50 == 0:
+            print(
+                f"[suite] adapt step {step + 1} loss {losses[-1]:.4f}", file=sys.stderr, flush=True
+            )
+    adapted = save_model(job.target, folder / "adapted_encoder.safetensors")
+    return adapted, (round(losses[0], 4), round(sum(losses[-10:]) / len(losses[-10:]), 4))
+
+
 def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> EnvResult:
     data = folder / env.replace("/", "_")
     setting = REAL_SIMULATORS.get(env, EnvSetting())
@@ -159,6 +199,13 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
     )  # fmt: skip
     if args.train_steps:
         config = dataclasses.replace(config, steps=args.train_steps)
+    adapt_seconds, adapt_loss = 0.0, None
+    if args.adapt_steps:
+        started = time.monotonic()
+        scratch = data.with_name(data.name + "_adapt")
+        encoder, adapt_loss = adapt(encoder, config, args.adapt_steps, scratch)
+        config = dataclasses.replace(config, encoder=str(encoder))
+        adapt_seconds = round(time.monotonic() - started, 1)
     started = time.monotonic()
     rule = StoppingRule(**json.loads(args.stopping)) if args.stopping else config.stopping_rule()
     job, errors, curve, stopped_at = train(config, encoder, rule)
@@ -184,6 +231,9 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
         mean_energy_spread=summary["mean_energy_spread"],
         eval_episodes=args.eval_episodes,
         stopped_at=stopped_at,
+        adapt_steps=args.adapt_steps,
+        adapt_seconds=adapt_seconds,
+        adapt_loss=adapt_loss,
         gain_curve=curve,
     )
     return with_diagnosis(result, job, evaluation, args) if args.diagnose else result
@@ -222,6 +272,9 @@ def report(results: list[EnvResult]) -> None:
         verdicts = ", ".join(f"{k} {'ok' if v else 'FAIL'}" for k, v in r.verdicts.items())
         print(f"  {r.env}: targets {'all met' if not missed else 'missed: ' + ', '.join(missed)}"
               f"; diagnosis: {verdicts or 'not run'}")  # fmt: skip
+        if r.adapt_steps:
+            print(f"  {r.env}: encoder adapted {r.adapt_steps} steps on its videos in "
+                  f"{r.adapt_seconds:.0f} s, pretraining loss {r.adapt_loss}")  # fmt: skip
     ratios = [r.success / max(r.random_success, 0.05) for r in results]
     print(
         json.dumps(
@@ -248,6 +301,12 @@ def main() -> None:
         "--stopping", default="", help="JSON StoppingRule fields (default: the config's)"
     )
     parser.add_argument("--cem", default="{}", help="JSON CEM overrides")
+    parser.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=AdaptConfig.steps,
+        help="first pretrain the encoder on the env's own videos for N steps (default 0: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,

@@ -1,13 +1,19 @@
-"""Prefect flow behind `vjepa posttrain`: one Ray Train job, then a summary artifact."""
+"""Prefect flow behind `vjepa posttrain`: optional domain adaptation of the encoder
+(`flows.adapt`: curate the trajectories' videos, continue pretraining), one Ray Train job,
+then a summary artifact."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_summary
 from tasks.runtime import ensure_ray
+from tasks.training.adapt import AdaptConfig
 from tasks.training.launch import ScaleConfig
+from tasks.training.outputs import write_summary
 from tasks.training.posttrain import run_posttrain
 from tasks.training.posttrain_config import PosttrainConfig
 from tasks.training.summaries import PosttrainSummary
@@ -47,9 +53,24 @@ def posttrain_job(config: PosttrainConfig, scale: ScaleConfig) -> PosttrainSumma
 
 
 @flow(name="posttrain")
-def posttrain_flow(config: PosttrainConfig, scale: ScaleConfig) -> PosttrainSummary:
-    """Post-train an action-conditioned predictor on robot trajectories; returns the summary."""
+def posttrain_flow(
+    config: PosttrainConfig, scale: ScaleConfig, adapt: AdaptConfig | None = None
+) -> PosttrainSummary:
+    """Post-train an action-conditioned predictor on robot trajectories; returns the summary.
+
+    With `adapt.steps` > 0 the encoder is first adapted to the trajectories' videos (the
+    `adapt-encoder` subflow) and post-training runs on the adapted encoder; the summary's
+    `encoder` is then the adapted one and `adaptation` says what ran."""
+    adaptation = None
+    if adapt is not None and adapt.enabled:
+        from flows.adapt import adapt_flow
+
+        adaptation = adapt_flow(config, adapt, scale)
+        config = dataclasses.replace(config, encoder=adaptation.encoder)
     summary = posttrain_job(config, scale)
+    if adaptation is not None:
+        summary = dataclasses.replace(summary, adaptation=adaptation.as_dict())
+        write_summary(config.output, summary)
     verdict = "below" if summary.beats_copy_baseline else "NOT below"
     note = (
         f"World model: `{summary.world_model_dir}`. Held-out {config.rollout_steps}-step rollout "
@@ -61,5 +82,12 @@ def posttrain_flow(config: PosttrainConfig, scale: ScaleConfig) -> PosttrainSumm
     values = summary.as_dict()
     headline = {key: values[key] for key in HEADLINE}
     headline["action_scale"] = summary.action_scale
+    if adaptation is not None:
+        headline["encoder"] = summary.encoder
+        headline["adapt_steps"] = adaptation.steps
+        note += (
+            f"\n\nEncoder adapted first: {adaptation.steps} pretraining steps on "
+            f"{adaptation.clips} clips of the trajectories' videos (from `{adaptation.input_encoder}`)."
+        )
     publish_summary("posttrain-summary", "V-JEPA 2-AC post-training", headline, note)
     return summary

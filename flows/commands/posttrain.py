@@ -14,6 +14,7 @@ from flows.commands.common import (
 )
 
 if TYPE_CHECKING:
+    from tasks.training.adapt import AdaptConfig
     from tasks.training.posttrain_config import PosttrainConfig
 
 ORDER = 50
@@ -113,6 +114,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-every", type=int, default=50, help="steps between checkpoints"
     )
+    parser.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="domain-adaptive pretraining first: curate the dataset's camera videos into "
+        "OUTPUT/adapt/curated, continue pretraining --encoder on them for N steps into "
+        "OUTPUT/adapt/pretrain, post-train on the result (default 0: off)",
+    )
     add_feature_arguments(parser)
     add_job_arguments(parser)
     parser.set_defaults(handler=run)
@@ -159,11 +169,23 @@ def _config(args: argparse.Namespace) -> PosttrainConfig:
         raise UsageError(str(error)) from error
 
 
+def _adapt_config(args: argparse.Namespace) -> AdaptConfig:
+    from tasks.training.adapt import AdaptConfig
+
+    try:
+        if args.adapt_steps is None:
+            return AdaptConfig(seed=args.seed)
+        return AdaptConfig(steps=args.adapt_steps, seed=args.seed)
+    except ValueError as error:
+        raise UsageError(f"--adapt-steps: {error}") from error
+
+
 def run(args: argparse.Namespace) -> int:
     from tasks.training.launch import ExistingRunError, check_output
     from tasks.training.posttrain_config import check_encoder, describe_dataset
 
     config = _config(args)
+    adapt = _adapt_config(args)
     try:  # fail fast, before Prefect and Ray start
         check_encoder(config.encoder)
         describe_dataset(config)
@@ -173,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.posttrain import posttrain_flow
 
     try:
-        summary = posttrain_flow(config, scale_config(args))
+        summary = posttrain_flow(config, scale_config(args), adapt)
     except (ExistingRunError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
     print(
@@ -183,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
         f" (action scale {summary.action_scale}); shuffled-action gain "
         f"{summary.shuffled_action_gain}"
     )
+    if summary.adaptation is not None:
+        print(
+            f"encoder adapted {summary.adaptation['steps']} steps on "
+            f"{summary.adaptation['clips']} clips of the trajectories' videos: {summary.encoder}"
+        )
     if summary.blind_to_actions:
         from flows.posttrain import blind_warning
         from tasks.progress import warn

@@ -101,6 +101,9 @@ class PosttrainSummary(JobSummary):
     # the step cap (`tasks.training.stopping`); empty when the rule is off.
     gain_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     stopped_early: bool = False
+    # Domain-adaptive pretraining before post-training (`tasks.training.adapt.AdaptSummary` as
+    # a dict: steps, input encoder, curated clips, losses); None when the encoder was not adapted.
+    adaptation: dict[str, Any] | None = None
 
     @property
     def blind_to_actions(self) -> bool:
