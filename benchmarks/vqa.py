@@ -9,8 +9,11 @@ wait), `/off` answers every request alone. Simulated clients (asyncio + httpx on
 count both modes run one after the other, so background load drifts equally on both.
 
 Reported per client count and mode: answers/s, generated tokens/s, p50/p99 latency, mean batch
-size, and the encoder + projector share of a request (`encode_ms / server_ms` from the answers'
-timings); then, in this process without HTTP or Serve, the ceiling: 16 one-question calls in a
+size, the encoder + projector share of a request (`encode_ms / server_ms` from the answers'
+timings), the mean wait for a batch (`queue_ms`) and model time of the batch an answer was in
+(`encode_ms + generate_ms`), and where the CPU goes: CPU ms per answer of the client (this
+process), the HTTP proxy, the ingress replica, the VQA replica and the rest of this benchmark's
+own Ray (controller, raylet, GCS, idle replicas), with the cores all of them used; then, in this process without HTTP or Serve, the ceiling: 16 one-question calls in a
 row against one 16-question call. The last stdout line is JSON; `ratio` = answers/s batched /
 unbatched at 16 clients (target >= 3 at no worse p99), `ceiling` the in-process figure.
 """
@@ -73,19 +76,58 @@ def read_vqa_reply(response: Any, record: dict[str, list[Any]]) -> None:
     record.setdefault("tokens", []).append(reply["num_tokens"])
     record.setdefault("batch", []).append(timing["batch_size"])
     record.setdefault("share", []).append(timing["encode_ms"] / max(timing["server_ms"], 1e-6))
+    record.setdefault("queue", []).append(timing["queue_ms"])
+    record.setdefault("model", []).append(timing["encode_ms"] + timing["generate_ms"])
+
+
+# processes of this benchmark's own Ray cluster, by the role their title names
+ROLES = (("proxy", "ray::ProxyActor"), ("ingress", ":Ingress"), ("vqa", ":VQA"))
+
+
+def cpu_seconds(mode: str) -> dict[str, float]:
+    """CPU seconds used so far by the client (this process), proxy, ingress, VQA replica, rest.
+
+    Only this process and its descendants count (the local Ray it started), so other sessions'
+    clusters on the same machine are left out; `rest` is the other Ray processes of this one.
+    """
+    import psutil
+
+    me = psutil.Process()
+    used = {"client": sum(me.cpu_times()[:2]), "proxy": 0.0, "ingress": 0.0, "vqa": 0.0}
+    used["rest"] = 0.0
+    for child in me.children(recursive=True):
+        try:
+            title = " ".join(child.cmdline())
+            seconds = sum(child.cpu_times()[:2])
+        except psutil.Error:
+            continue
+        role = next((r for r, mark in ROLES if mark in title), "rest")
+        if role in ("ingress", "vqa") and f"vqa-{mode}:" not in title:
+            role = "rest"  # the other application's idle replicas
+        used[role] += seconds
+    return used
 
 
 async def load(url: str, path: str, bodies: list[bytes], seconds: float, minimum: int) -> dict:
     from benchmarks.load import closed_loop, latency_figures
 
+    mode = path.strip("/").split("/")[0]
+    before, started = cpu_seconds(mode), time.monotonic()
     record, elapsed = await closed_loop(url, path, bodies, seconds, minimum, read_vqa_reply)
+    after, wall = cpu_seconds(mode), time.monotonic() - started
     figures = latency_figures(record, elapsed)
+    answered = figures["requests"] + len(bodies)  # the CPU window includes the warm-up round
+    cpu = {role: (after[role] - before[role]) * 1000 / answered for role in after}
     return {
         "answers_per_s": figures.pop("per_s"),
         "tokens_per_s": float(np.sum(record["tokens"])) / elapsed,
         **figures,
         "mean_batch": float(np.mean(record["batch"])),
         "encode_share": float(np.mean(record["share"])),
+        "queue_ms": float(np.mean(record["queue"])),
+        "model_ms": float(np.mean(record["model"])),
+        "cpu_ms": cpu,  # CPU ms per answer by process role
+        "cores": sum(after[r] - before[r] for r in after) / wall,
     }
 
 
@@ -188,16 +230,20 @@ def in_process(model: Path, cache: str, args: argparse.Namespace, clients: int) 
 
 def print_table(rows: list[dict]) -> None:
     header = (
-        f"{'clients':>7} {'mode':>4} {'answers/s':>9} {'tokens/s':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'batch':>5} {'enc+proj':>8} {'n':>4} {'err':>3}"
+        f"{'clients':>7} {'mode':>4} {'answers/s':>9} {'tokens/s':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'batch':>5} {'enc+proj':>8} {'queue':>6} {'model':>6} {'n':>4} {'err':>3}"
+        "  CPU ms/answer: client proxy ingress vqa rest (cores)"
     )
     print(header)
     for row in rows:
+        cpu = row["cpu_ms"]
         print(
             f"{row['clients']:>7} {row['mode']:>4} {row['answers_per_s']:>9.2f} "
-            f"{row['tokens_per_s']:>8.1f} {row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} "
-            f"{row['mean_batch']:>5.1f} {row['encode_share']:>8.1%} {row['requests']:>4} "
-            f"{row['errors']:>3}"
+            f"{row['tokens_per_s']:>8.1f} {row['p50_ms']:>7.0f} {row['p99_ms']:>7.0f} "
+            f"{row['mean_batch']:>5.1f} {row['encode_share']:>8.1%} {row['queue_ms']:>6.0f} "
+            f"{row['model_ms']:>6.0f} {row['requests']:>4} {row['errors']:>3}  "
+            + " ".join(f"{cpu[r]:.1f}" for r in ("client", "proxy", "ingress", "vqa", "rest"))
+            + f" ({row['cores']:.2f})"
         )
 
 
