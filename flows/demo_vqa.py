@@ -22,9 +22,16 @@ import numpy as np
 from flows.demo_config import DemoConfig
 from flows.local_serve import TOKEN_ENV, served
 from flows.stages import Stages, config_inputs
-from flows.vqa import align_flow, eval_vqa_flow, make_tiny_lm_flow
+from flows.vqa import (
+    align_flow,
+    align_job,
+    eval_vqa_job,
+    make_tiny_lm_flow,
+    publish_align,
+    publish_eval_vqa,
+)
 from tasks import storage
-from tasks.training.launch import ScaleConfig
+from tasks.training.launch import ScaleConfig, side_by_side
 from tasks.training.summaries import JobSummary
 from tasks.vqa.align import AlignConfig
 from tasks.vqa.evaluate import EvalVQAConfig
@@ -153,14 +160,25 @@ def run_vqa(
     and ask the aligned model one held-out question through the HTTP server."""
     lm, aligned, blind = vqa_configs(config, encoder)
     make_tiny_lm_flow(lm)
-    seconds = 0.0
-    results = []
-    for run in (aligned, blind):
-        trained = align_flow(run, scale)
-        evaluation = EvalVQAConfig(model=trained.model, data=run.data, qa=run.qa)
-        key = "vqa-accuracy-blind" if run.blind else "vqa-accuracy"
-        results.append(eval_vqa_flow(evaluation, key=key))
-        seconds += trained.seconds
+    runs = (aligned, blind)
+    if side_by_side(scale, len(runs)):  # one CPU each: the pair takes about one run's time
+        futures = [align_job.submit(run, scale) for run in runs]
+        trained = [future.result() for future in futures]
+        for summary in trained:
+            publish_align(summary)
+    else:
+        trained = [align_flow(run, scale) for run in runs]
+    evaluations = [
+        (EvalVQAConfig(model=t.model, data=run.data, qa=run.qa), run.blind)
+        for t, run in zip(trained, runs, strict=True)
+    ]
+    # evaluation runs in this process: two at once share its torch threads and overlap the
+    # parts of each that wait (reading clips, the LM's Python-side generation loop)
+    pending = [eval_vqa_job.submit(evaluation) for evaluation, _ in evaluations]
+    results = [future.result() for future in pending]
+    for (evaluation, is_blind), result in zip(evaluations, results, strict=True):
+        publish_eval_vqa(evaluation, result, "vqa-accuracy-blind" if is_blind else "vqa-accuracy")
+    seconds = sum(summary.seconds for summary in trained)
     seen, unseen = results
     http = ask_over_http(world_model, seen.model, aligned.data, aligned.qa)
     return DemoVQASummary(

@@ -37,7 +37,7 @@ from tasks.planning.evaluate import EvalConfig
 from tasks.planning.summary import PlanningSummary
 from tasks.robot.collect import CollectConfig, CollectSummary
 from tasks.runtime import ensure_ray, local_uri
-from tasks.training.launch import ScaleConfig, cluster_cpus
+from tasks.training.launch import ScaleConfig, side_by_side
 from tasks.training.posttrain_config import CPU_CEM, PosttrainConfig
 from tasks.training.pretrain import PretrainConfig
 from tasks.training.probe import RANDOM_PREFIX, ProbeConfig
@@ -80,12 +80,6 @@ def _curate(config: DemoConfig, stages: Stages) -> CurateSummary:
         "curate", inputs, [output], CurateSummary,
         lambda: curate_flow([config.path("videos")], output, settings), lambda s: s.files,
     )  # fmt: skip
-
-
-def side_by_side(scale: ScaleConfig, jobs: int) -> bool:
-    """Whether `jobs` jobs of `scale` fit in the Ray cluster at once (each probe job trains on
-    cached features with one CPU, so two of them use both cores of a laptop)."""
-    return not scale.use_gpu and jobs * scale.cpus <= cluster_cpus()
 
 
 def _probe_configs(
@@ -377,13 +371,14 @@ def _diagnosis(config: DemoConfig, world_model: str, stages: Stages) -> Diagnosi
 @flow(name="demo")
 def demo_flow(config: DemoConfig) -> DemoResult:
     """Run every stage on the embedded defaults; returns URIs and headline figures."""
-    scale = ScaleConfig(num_workers=1)
+    scale = ScaleConfig(num_workers=1)  # jobs that run side by side: one CPU each
+    solo = ScaleConfig(num_workers=1, cpus_per_worker=config.solo_cpus())
     stages = Stages(local_uri(config.workdir), force=config.forced, prepare=ensure_ray)
     videos = _videos(config, stages)
     curated = _curate(config, stages)
-    pretrained = _pretrain(config, scale, stages)
+    pretrained = _pretrain(config, solo, stages)
     probes = _probes(config, pretrained.encoder_checkpoint, videos.labels, scale, stages)
-    posttrained = _posttrain(config, pretrained.encoder_checkpoint, scale, stages)
+    posttrained = _posttrain(config, pretrained.encoder_checkpoint, solo, stages)
     evaluation = _plan(config, posttrained.world_model_dir, stages)
     vqa = demo_vqa(
         config, pretrained.encoder_checkpoint, scale, stages, posttrained.world_model_dir

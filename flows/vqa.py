@@ -40,13 +40,18 @@ def align_job(config: AlignConfig, scale: ScaleConfig) -> AlignSummary:
 def align_flow(config: AlignConfig, scale: ScaleConfig) -> AlignSummary:
     """Align a frozen encoder with an LM; the loss curve and summary become an artifact."""
     summary = align_job(config, scale)
+    publish_align(summary)
+    return summary
+
+
+def publish_align(summary: AlignSummary) -> None:
+    """An alignment run's summary as a Prefect artifact, with its headline in words."""
     curve = f"![align loss]({summary.loss_curve})" if summary.loss_curve else ""
     note = (
         f"{'Blind' if summary.blind else summary.projector} projector, LM {summary.lm_weights}: "
         f"loss {summary.first_loss} -> {summary.final_loss} over {summary.steps} steps. {curve}"
     )
     publish_summary("align-summary", "VQA alignment", summary.as_dict(), note)
-    return summary
 
 
 @task(name="eval-vqa-job", cache_policy=NO_CACHE)
@@ -81,7 +86,12 @@ def accuracy_rows(summary: VQAEvalSummary) -> list[dict[str, object]]:
 def eval_vqa_flow(config: EvalVQAConfig, key: str = "vqa-accuracy") -> VQAEvalSummary:
     """Evaluate a VQA model; the per-type accuracy table becomes an artifact."""
     summary = eval_vqa_job(config)
+    publish_eval_vqa(config, summary, key)
+    return summary
+
+
+def publish_eval_vqa(config: EvalVQAConfig, summary: VQAEvalSummary, key: str) -> None:
+    """The per-type accuracy table of an evaluation as a Prefect artifact."""
     create_table_artifact(
         key=key, table=accuracy_rows(summary), description=f"VQA accuracy of {config.model}"
     )
-    return summary

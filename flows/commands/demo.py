@@ -44,6 +44,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help=f"{help_text} (default {default})",
         )  # fmt: skip
     parser.add_argument(
+        "--job-cpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPUs (torch threads) of a job that runs alone: pretraining and post-training "
+        "(default: this machine's cores, at most 4; the side-by-side probe and VQA pairs take "
+        "one each)",
+    )
+    parser.add_argument(
         "--probe-labels",
         nargs="+",
         default=defaults.probe_labels,
@@ -77,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     counts = (args.videos, args.pretrain_steps, args.probe_steps, args.episodes)
     if min(*counts, args.posttrain_steps, args.eval_episodes) < 1 or args.videos < 8:
         raise UsageError("--videos must be >= 8 and every step/episode count >= 1")
+    if args.job_cpus is not None and args.job_cpus < 1:
+        raise UsageError("--job-cpus must be >= 1")
     config = DemoConfig(
         workdir=args.workdir,
         videos=args.videos,
@@ -86,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         posttrain_steps=args.posttrain_steps,
         eval_episodes=args.eval_episodes,
         seed=args.seed,
+        job_cpus=args.job_cpus,
         probe_labels=tuple(args.probe_labels),
         reuse=args.reuse,
         rerun=tuple(args.rerun),

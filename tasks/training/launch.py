@@ -46,6 +46,12 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 0.0))
 
 
+def side_by_side(scale: ScaleConfig, jobs: int) -> bool:
+    """Whether `jobs` jobs of `scale` fit in the Ray cluster at once (a probe or VQA job on
+    cached features trains with one CPU, so two of them use both cores of a laptop)."""
+    return not scale.use_gpu and jobs * scale.cpus <= cluster_cpus()
+
+
 # Jobs whose trained model FSDP may shard. Probe and post-training train small heads on a frozen
 # encoder and score them on rank 0 alone after training, which a sharded module cannot do.
 FSDP_JOBS = frozenset({"pretrain"})

@@ -111,6 +111,7 @@ def pretrain(model: Any, tokenizer: Any, lines: list[str], config: TinyLMConfig)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
     losses = []
     model.train()
+    progress.report("make-tiny-lm", 0, config.steps, "step")  # a first report of 1 reads as resumed
     for step in range(config.steps):
         picks = torch.randint(len(ids), (config.batch_size,), generator=generator).tolist()
         batch, mask, labels = _padded([ids[i] for i in picks], tokenizer.pad_token_id)

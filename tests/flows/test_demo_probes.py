@@ -9,9 +9,9 @@ import pytest
 from prefect import flow
 
 from flows.demo_config import DemoConfig
-from flows.pipeline import _probes, side_by_side
+from flows.pipeline import _probes
 from flows.stages import Stages
-from tasks.training.launch import ScaleConfig
+from tasks.training.launch import ScaleConfig, side_by_side
 from tasks.training.probe import probe_name
 from tasks.training.summaries import ProbeSummary
 
