@@ -37,6 +37,7 @@ from tasks.training.launch import ScaleConfig
 from tasks.training.outputs import SUMMARY, read_summary
 from tasks.training.posttrain_config import PosttrainConfig, describe_dataset
 from tasks.training.pretrain import PretrainConfig
+from tasks.training.pretrain_init import RUN_PREDICTOR, resolve_preset
 from tasks.training.summaries import PretrainSummary
 
 SUMMARY_FILE = "adapt.json"  # OUTPUT/adapt/adapt.json: the AdaptSummary
@@ -49,12 +50,12 @@ def prepare_init(encoder: str, output: str, seed: int) -> str:
     if own is not None:
         return own
     target = adapt_uri(output, "init")
-    if storage.exists(storage.join(target, "final", "predictor.safetensors")):
+    if storage.exists(storage.join(target, *RUN_PREDICTOR)):
         return target  # written by an earlier run: the same encoder and seed give the same files
     with tempfile.TemporaryDirectory(prefix="vjepa-adapt-") as scratch:
         local = storage.download(encoder, Path(scratch) / "encoder")
         folder = init_folder(local, Path(scratch) / "init", seed=seed)
-        storage.publish_folder(folder, target, marker="final/predictor.safetensors")
+        storage.publish_folder(folder, target, marker="/".join(RUN_PREDICTOR))
     return target
 
 
@@ -76,7 +77,6 @@ def _finished_pretrain(uri: str, steps: int) -> PretrainSummary | None:
 def adapt_flow(config: PosttrainConfig, adapt: AdaptConfig, scale: ScaleConfig) -> AdaptSummary:
     """Curate the trajectories' camera videos, continue pretraining `config.encoder` on them."""
     from tasks.robot.lerobot_read import LeRobotReader
-    from tasks.training.pretrain_init import resolve_preset
 
     facts = describe_dataset(config)
     reader = LeRobotReader(config.trajectories, config.camera, config.state_key, config.action_key)

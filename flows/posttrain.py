@@ -69,7 +69,7 @@ def posttrain_flow(
         config = dataclasses.replace(config, encoder=adaptation.encoder)
     summary = posttrain_job(config, scale)
     if adaptation is not None:
-        summary = dataclasses.replace(summary, adaptation=adaptation.as_dict())
+        summary = dataclasses.replace(summary, adaptation=adaptation)
         write_summary(config.output, summary)
     verdict = "below" if summary.beats_copy_baseline else "NOT below"
     note = (

@@ -207,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if summary.adaptation is not None:
         print(
-            f"encoder adapted {summary.adaptation['steps']} steps on "
-            f"{summary.adaptation['clips']} clips of the trajectories' videos: {summary.encoder}"
+            f"encoder adapted {summary.adaptation.steps} steps on "
+            f"{summary.adaptation.clips} clips of the trajectories' videos: {summary.encoder}"
         )
     if summary.blind_to_actions:
         from flows.posttrain import blind_warning

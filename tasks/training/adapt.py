@@ -22,6 +22,9 @@ import numpy as np
 import torch
 
 from tasks import storage
+from tasks.training.summaries import AdaptSummary
+
+__all__ = ["AdaptConfig", "AdaptSummary"]
 
 ADAPT_FOLDER = "adapt"  # OUTPUT/adapt/{init,curated,pretrain}
 
@@ -56,25 +59,6 @@ class AdaptConfig:
         return self.steps > 0
 
 
-@dataclasses.dataclass(frozen=True)
-class AdaptSummary:
-    """What adaptation did: its inputs, the curated clips and the adapted encoder."""
-
-    steps: int
-    input_encoder: str
-    init: str  # what pretraining continued from (a run folder)
-    curated: str
-    curated_version: str
-    clips: int
-    first_loss: float | None
-    final_loss: float
-    encoder: str  # the adapted encoder post-training used
-    preset: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 def adapt_uri(output: str, *parts: str) -> str:
     """OUTPUT/adapt/<parts>."""
     return storage.join(output, ADAPT_FOLDER, *parts)
@@ -98,16 +82,14 @@ def curation_settings(adapt: AdaptConfig, fps: float, size: int) -> dict[str, An
 def run_folder_of(encoder: str) -> str | None:
     """The run folder when `encoder` is a pretraining run's exported `final/encoder.safetensors`
     with its predictor beside it (continuing keeps that predictor), else None."""
+    from tasks.training.pretrain_init import RUN_ENCODER, run_files
+
     if storage.is_remote(encoder):
         return None
     path = Path(storage.local_path(encoder))
-    if path.is_dir():
-        ready = (path / "final" / "encoder.safetensors").is_file()
-        return str(path) if ready and (path / "final" / "predictor.safetensors").is_file() else None
-    beside = path.parent / "predictor.safetensors"
-    if path.name == "encoder.safetensors" and path.parent.name == "final" and beside.is_file():
-        return str(path.parent.parent)
-    return None
+    if not path.is_dir() and path.parts[-len(RUN_ENCODER) :] == RUN_ENCODER:
+        path = path.parent.parent
+    return str(path) if path.is_dir() and run_files(path) else None
 
 
 def init_folder(encoder: str | Path, folder: str | Path, seed: int = 0) -> str:
@@ -116,16 +98,16 @@ def init_folder(encoder: str | Path, folder: str | Path, seed: int = 0) -> str:
     from modeling import predictor as predictor_presets
     from modeling.checkpoints import load_encoder, save_model
     from modeling.predictor import Predictor
-    from tasks.training.pretrain_init import preset_of
+    from tasks.training.pretrain_init import RUN_ENCODER, RUN_PREDICTOR, preset_of
 
     model = load_encoder(encoder)
     torch.manual_seed(seed)
     width = model.config.width
     make = predictor_presets.tiny if preset_of(model.config) == "tiny" else predictor_presets.paper
-    final = Path(folder) / "final"
-    final.mkdir(parents=True, exist_ok=True)
-    save_model(model, final / "encoder.safetensors")
-    save_model(Predictor(make(width)), final / "predictor.safetensors")
+    root = Path(folder)
+    root.joinpath(*RUN_ENCODER).parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, root.joinpath(*RUN_ENCODER))
+    save_model(Predictor(make(width)), root.joinpath(*RUN_PREDICTOR))
     return str(folder)
 
 

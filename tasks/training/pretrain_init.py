@@ -46,7 +46,7 @@ class InitModels:
     predictor: Predictor
 
 
-def _run_files(folder: Path) -> tuple[Path, Path] | None:
+def run_files(folder: Path) -> tuple[Path, Path] | None:
     encoder, predictor = folder.joinpath(*RUN_ENCODER), folder.joinpath(*RUN_PREDICTOR)
     return (encoder, predictor) if encoder.is_file() and predictor.is_file() else None
 
@@ -59,7 +59,7 @@ def _official_entries(path: Path) -> set[str]:
 def load_init(path: str | Path) -> InitModels:
     """The three models of a local `.pt`, HF folder or run folder (see the module docstring)."""
     source = Path(path)
-    run = _run_files(source) if source.is_dir() else None
+    run = run_files(source) if source.is_dir() else None
     if run is not None:
         encoder = load_encoder(run[0])
         target = copy.deepcopy(encoder)

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 T = TypeVar("T", bound="JobSummary")
+P = TypeVar("P", bound="PosttrainSummary")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,25 @@ class ProbeSummary(JobSummary):
 
 
 @dataclasses.dataclass(frozen=True)
+class AdaptSummary:
+    """What adaptation did: its inputs, the curated clips and the adapted encoder."""
+
+    steps: int
+    input_encoder: str
+    init: str  # what pretraining continued from (a run folder)
+    curated: str
+    curated_version: str
+    clips: int
+    first_loss: float | None
+    final_loss: float
+    encoder: str  # the adapted encoder post-training used
+    preset: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class PosttrainSummary(JobSummary):
     """`vjepa posttrain`: losses, held-out rollout error against copying, the world model."""
 
@@ -101,9 +121,17 @@ class PosttrainSummary(JobSummary):
     # the step cap (`tasks.training.stopping`); empty when the rule is off.
     gain_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     stopped_early: bool = False
-    # Domain-adaptive pretraining before post-training (`tasks.training.adapt.AdaptSummary` as
-    # a dict: steps, input encoder, curated clips, losses); None when the encoder was not adapted.
-    adaptation: dict[str, Any] | None = None
+    # Domain-adaptive pretraining before post-training (`flows.adapt`); None when the encoder
+    # was not adapted.
+    adaptation: AdaptSummary | None = None
+
+    @classmethod
+    def from_dict(cls: type[P], values: dict[str, Any]) -> P:
+        summary = super().from_dict(values)
+        adaptation = values.get("adaptation")
+        if isinstance(adaptation, dict):
+            summary = dataclasses.replace(summary, adaptation=AdaptSummary(**adaptation))
+        return summary
 
     @property
     def blind_to_actions(self) -> bool:
