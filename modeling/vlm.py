@@ -9,7 +9,15 @@ next-token loss on the answer tokens only; generation goes through the LM's own
 Two projectors, as in the paper:
 
 * `mlp`: Linear, GELU, Linear, then `pool x pool` average pooling over each
-  frame-step's token grid (PerceptionLM's projector; the Llama 3.1 runs);
+  frame-step's token grid (PerceptionLM's projector; the Llama 3.1 runs). Two options
+  beyond the paper, both off by default: `temporal_kernel` k > 1 makes the first layer a
+  convolution over k neighbouring frame steps at each token position (so each token
+  carries the change around it), and `pool_mode="max"` takes the maximum over each
+  `pool x pool` window instead of the mean (a moving object's features then survive
+  pooling wherever the object is). A third, `motion_kernel` k > 0, appends one token per
+  frame step: a separate branch convolves k neighbouring steps at each position, takes
+  the maximum over the step's whole grid, then maps it to the LM's width (so the motion
+  of a small object reaches the LM in a token of its own, next to the pooled ones);
 * `attentive`: learned queries cross-attend to the tokens (the probe's
   cross-attention block), then a linear map; `num_queries` is normally a quarter
   of the clip's token count (`attentive(...)`), the Qwen2 runs' 4x cut.
@@ -37,6 +45,7 @@ from modeling.probe import AttentiveProbeConfig, CrossAttentionBlock
 from modeling.vlm_prompts import PromptParts
 
 PROJECTOR_KINDS = ("mlp", "attentive")
+POOL_MODES = ("avg", "max")
 IGNORE_INDEX = -100
 
 
@@ -51,10 +60,19 @@ class VisualProjectorConfig(DictConfig):
     pool: int = 2  # mlp: k x k average pooling per frame step (1 = none)
     num_queries: int = 64  # attentive: learned query tokens
     num_heads: int = 8  # attentive: cross-attention heads over encoder_width
+    temporal_kernel: int = 1  # mlp: frame steps the first layer sees per token (odd; 1 = Linear)
+    pool_mode: str = "avg"  # mlp: "avg" or "max" over each pool x pool window
+    motion_kernel: int = 0  # mlp: 0 = none, odd k = one motion token per frame step
 
     def __post_init__(self) -> None:
         if self.kind not in PROJECTOR_KINDS:
             raise ValueError(f"projector kind must be one of {PROJECTOR_KINDS}, got {self.kind!r}")
+        if self.pool_mode not in POOL_MODES:
+            raise ValueError(f"pool mode must be one of {POOL_MODES}, got {self.pool_mode!r}")
+        if self.temporal_kernel < 1 or self.temporal_kernel % 2 == 0:
+            raise ValueError(f"temporal_kernel must be odd and >= 1, got {self.temporal_kernel}")
+        if self.motion_kernel < 0 or (self.motion_kernel and self.motion_kernel % 2 == 0):
+            raise ValueError(f"motion_kernel must be 0 or odd, got {self.motion_kernel}")
         if min(self.encoder_width, self.lm_width, self.pool, self.num_queries) < 1:
             raise ValueError("encoder_width, lm_width, pool and num_queries must be >= 1")
         if self.kind == "attentive" and self.encoder_width % self.num_heads:
@@ -71,13 +89,28 @@ class VisualProjectorConfig(DictConfig):
         if self.kind == "attentive":
             return self.num_queries
         steps, height, width = grid
-        return steps * -(-height // self.pool) * -(-width // self.pool)
+        motion = steps if self.motion_kernel else 0
+        return steps * -(-height // self.pool) * -(-width // self.pool) + motion
 
 
-def mlp(encoder_width: int, lm_width: int, pool: int = 2) -> VisualProjectorConfig:
-    """PerceptionLM's projector: Linear-GELU-Linear, then pool x pool spatial averaging."""
+def mlp(
+    encoder_width: int,
+    lm_width: int,
+    pool: int = 2,
+    temporal_kernel: int = 1,
+    pool_mode: str = "avg",
+    motion_kernel: int = 0,
+) -> VisualProjectorConfig:
+    """PerceptionLM's projector: Linear-GELU-Linear, then pool x pool spatial averaging
+    (with the defaults; see the module docstring for the two options)."""
     return VisualProjectorConfig(
-        kind="mlp", encoder_width=encoder_width, lm_width=lm_width, pool=pool
+        kind="mlp",
+        encoder_width=encoder_width,
+        lm_width=lm_width,
+        pool=pool,
+        temporal_kernel=temporal_kernel,
+        pool_mode=pool_mode,
+        motion_kernel=motion_kernel,
     )
 
 
@@ -109,7 +142,19 @@ class VisualProjector(nn.Module):
         self.feature_mean: Tensor
         self.feature_scale: Tensor
         if config.kind == "mlp":
-            self.mlp = MLP(config.encoder_width, config.hidden_width, config.lm_width)
+            if config.temporal_kernel > 1:
+                self.mlp: nn.Module = TemporalMLP(
+                    config.encoder_width,
+                    config.hidden_width,
+                    config.lm_width,
+                    config.temporal_kernel,
+                )
+            else:
+                self.mlp = MLP(config.encoder_width, config.hidden_width, config.lm_width)
+            if config.motion_kernel:
+                self.motion = MotionTokens(
+                    config.encoder_width, config.hidden_width, config.lm_width, config.motion_kernel
+                )
         else:
             pooler = AttentiveProbeConfig(
                 width=config.encoder_width,
@@ -145,14 +190,71 @@ class VisualProjector(nn.Module):
         if config.kind == "attentive":
             queries = self.query_tokens.expand(tokens.shape[0], -1, -1)  # (B, Q, De)
             return self.linear(self.cross_attention_block(queries, tokens))  # (B, Q, Dl)
-        embedded = self.mlp(tokens)  # (B, N, Dl)
+        pooled = self._pooled(tokens, grid)  # (B, V', Dl)
+        if not config.motion_kernel:
+            return pooled
+        return torch.cat([pooled, self.motion(tokens, steps)], dim=1)  # (B, V' + T', Dl)
+
+    def _pooled(self, tokens: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        config = self.config
+        steps, height, width = grid
+        if isinstance(self.mlp, TemporalMLP):
+            embedded = self.mlp(tokens, steps)  # (B, N, Dl)
+        else:
+            embedded = self.mlp(tokens)  # (B, N, Dl)
         if config.pool == 1:
             return embedded
         batch = tokens.shape[0]
         frames = embedded.reshape(batch * steps, height, width, -1).permute(0, 3, 1, 2)
-        pooled = F.avg_pool2d(frames, config.pool, ceil_mode=True)  # (B*T', Dl, H'', W'')
+        pool = F.max_pool2d if config.pool_mode == "max" else F.avg_pool2d
+        pooled = pool(frames, config.pool, ceil_mode=True)  # (B*T', Dl, H'', W'')
         pooled = pooled.flatten(2).transpose(1, 2)  # (B*T', H''*W'', Dl)
         return pooled.reshape(batch, -1, config.lm_width)  # (B, V, Dl)
+
+
+class TemporalMLP(nn.Module):
+    """The mlp projector's MLP whose first layer sees `kernel` frame steps per token position.
+
+    `fc1` is a 1-D convolution over the frame-step axis of each position of the token grid
+    (zero padding keeps the step count), so a token's embedding holds the change of its
+    position across the steps around it; `fc2` is per token, as in `MLP`.
+    """
+
+    def __init__(self, width: int, hidden: int, out_width: int, kernel: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv1d(width, hidden, kernel, padding=kernel // 2)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out_width)
+
+    def forward(self, tokens: Tensor, steps: int) -> Tensor:
+        batch, count, _ = tokens.shape
+        hidden = self.fc1(_step_series(tokens, steps))  # (B*P, Dh, T')
+        hidden = hidden.reshape(batch, count // steps, -1, steps).permute(0, 3, 1, 2)  # (B,T',P,Dh)
+        return self.fc2(self.act(hidden.reshape(batch, count, -1)))  # (B, N, Dl)
+
+
+def _step_series(tokens: Tensor, steps: int) -> Tensor:
+    """Tokens `(B, N, D)` ordered (t, h, w) -> one series per position `(B*P, D, T')`."""
+    batch, count, width = tokens.shape
+    series = tokens.reshape(batch, steps, count // steps, width).permute(0, 2, 3, 1)
+    return series.reshape(-1, width, steps)
+
+
+class MotionTokens(nn.Module):
+    """One token per frame step: a convolution over `kernel` neighbouring steps at each
+    position, GELU, the maximum over the step's positions, then a linear map to the LM."""
+
+    def __init__(self, width: int, hidden: int, out_width: int, kernel: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv1d(width, hidden, kernel, padding=kernel // 2)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out_width)
+
+    def forward(self, tokens: Tensor, steps: int) -> Tensor:
+        batch, count, _ = tokens.shape
+        hidden = self.act(self.fc1(_step_series(tokens, steps)))  # (B*P, Dh, T')
+        hidden = hidden.reshape(batch, count // steps, -1, steps).amax(dim=1)  # (B, Dh, T')
+        return self.fc2(hidden.transpose(1, 2))  # (B, T', Dl)
 
 
 class CausalLM(Protocol):

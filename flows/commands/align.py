@@ -16,6 +16,10 @@ def _default(name: str) -> object:
     return {f.name: f.default for f in dataclasses.fields(AlignConfig)}[name]
 
 
+def _type_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "align",
@@ -33,6 +37,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
     parser.add_argument("--projector", choices=("mlp", "attentive"), default=_default("projector"))
     parser.add_argument("--pool", type=int, default=_default("pool"), help="mlp pooling k")
+    parser.add_argument(
+        "--pool-mode",
+        choices=("avg", "max"),
+        default=_default("pool_mode"),
+        help="mlp: mean (the paper's) or maximum over each pooling window",
+    )
+    parser.add_argument(
+        "--temporal-kernel",
+        type=int,
+        default=_default("temporal_kernel"),
+        metavar="K",
+        help="mlp: the first layer sees K neighbouring frame steps (odd; 1 = a Linear layer)",
+    )
+    parser.add_argument(
+        "--motion-kernel",
+        type=int,
+        default=_default("motion_kernel"),
+        metavar="K",
+        help="mlp: add one motion token per frame step (K-step convolution, max over the grid)",
+    )
+    parser.add_argument(
+        "--first-types",
+        type=_type_list,
+        default=_default("first_types"),
+        metavar="TYPE,TYPE",
+        help="curriculum: train on these question types only for the first --first-steps",
+    )
+    parser.add_argument(
+        "--first-steps",
+        type=int,
+        default=_default("first_steps"),
+        metavar="N",
+        help="steps of the --first-types phase (rounded up to whole epochs of those questions)",
+    )
     parser.add_argument("--train-lm", action="store_true", help="also train the whole LM")
     parser.add_argument("--lora", type=int, default=0, metavar="RANK", help="train a LoRA adapter")
     parser.add_argument("--blind", action="store_true", help="no visual tokens (the baseline)")
@@ -66,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
             output=local_uri(args.output),
             projector=args.projector,
             pool=args.pool,
+            pool_mode=args.pool_mode,
+            temporal_kernel=args.temporal_kernel,
+            motion_kernel=args.motion_kernel,
+            first_types=args.first_types,
+            first_steps=args.first_steps,
             train_lm=args.train_lm,
             lora_rank=args.lora,
             blind=args.blind,

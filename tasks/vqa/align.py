@@ -55,6 +55,9 @@ class AlignConfig:
     output: str
     projector: str = "mlp"
     pool: int = 2
+    temporal_kernel: int = 1  # mlp: frame steps the first layer sees (odd; 1 = the paper's MLP)
+    pool_mode: str = "avg"  # mlp: "avg" (the paper's) or "max" over each pool x pool window
+    motion_kernel: int = 0  # mlp: 0 = none, odd K = one motion token per frame step
     train_lm: bool = False
     lora_rank: int = 0
     blind: bool = False
@@ -66,8 +69,21 @@ class AlignConfig:
     log_every: int = 25
     seed: int = 0
     resume: bool = False
+    # A curriculum: the first `first_steps` steps (rounded up to whole epochs of those
+    # questions) train on the question types `first_types` only, then every type trains.
+    first_types: tuple[str, ...] = ()
+    first_steps: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "first_types", tuple(self.first_types))
+        if bool(self.first_types) != bool(self.first_steps) or self.first_steps < 0:
+            raise ValueError("--first-types and --first-steps go together (steps >= 1)")
+        if self.pool_mode not in vlm.POOL_MODES:
+            raise ValueError(f"--pool-mode must be one of {vlm.POOL_MODES}, got {self.pool_mode!r}")
+        if self.temporal_kernel < 1 or self.temporal_kernel % 2 == 0:
+            raise ValueError(f"--temporal-kernel must be odd and >= 1, got {self.temporal_kernel}")
+        if self.motion_kernel < 0 or (self.motion_kernel and self.motion_kernel % 2 == 0):
+            raise ValueError(f"--motion-kernel must be 0 or odd, got {self.motion_kernel}")
         if self.projector not in PROJECTORS:
             raise ValueError(f"--projector must be one of {PROJECTORS}, got {self.projector!r}")
         if self.train_lm and self.lora_rank:
@@ -87,6 +103,7 @@ class Example:
     clip: int
     prompt: PromptParts
     answer: tuple[int, ...]
+    kind: str = ""  # the question's type
 
 
 def build_examples(clips: ClipFeatures, items: Sequence[QAItem], tokenizer: Any) -> list[Example]:
@@ -101,7 +118,8 @@ def build_examples(clips: ClipFeatures, items: Sequence[QAItem], tokenizer: Any)
         for item in by_key.get(key or "", []):
             if item.covers(start, end):
                 prompt = build_prompt(tokenizer, item.question)
-                examples.append(Example(index, prompt, answer_ids(tokenizer, item.answer)))
+                answer = answer_ids(tokenizer, item.answer)
+                examples.append(Example(index, prompt, answer, item.type))
     if not examples:
         raise RuntimeError("no clip matches a training question: check the QA table's sources")
     return examples
@@ -143,6 +161,9 @@ class AlignJob:
         self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         self.rates = [float(group["lr"]) for group in groups]  # type: ignore[arg-type]
         self.steps = config.steps
+        # a curriculum is two runs back to back: each phase warms up and decays on its own
+        # (in process, a rate still high when every type joined undid the first phase)
+        self.first_steps = first_phase(examples, config)[1]
 
     def trainable_lm_state(self) -> dict[str, torch.Tensor]:
         names = {id(p) for p in self.lm_parameters}
@@ -165,7 +186,10 @@ class AlignJob:
     def train_step(self, batch: list[int], step: int) -> dict[str, float]:
         from tasks.training.probe import lr_factor
 
-        factor = lr_factor(step, self.steps)
+        if step < self.first_steps:
+            factor = lr_factor(step, self.first_steps)
+        else:
+            factor = lr_factor(step - self.first_steps, self.steps - self.first_steps)
         for group, rate in zip(self.optimizer.param_groups, self.rates, strict=True):
             group["lr"] = rate * factor
         picked = [self.examples[i] for i in batch]
@@ -205,6 +229,48 @@ def example_batches(count: int, batch_size: int, seed: int, rank: int) -> Any:
     return epoch_batches
 
 
+def first_phase(examples: Sequence[Example], config: AlignConfig) -> tuple[list[int], int]:
+    """The curriculum's first phase: the indices of its questions and its steps, which are
+    `config.first_steps` rounded up to whole epochs of those questions (no phase: `([], 0)`)."""
+    if not config.first_types:
+        return [], 0
+    first = [i for i, example in enumerate(examples) if example.kind in config.first_types]
+    per_epoch = len(first) // config.batch_size
+    if per_epoch == 0:
+        kinds = sorted({example.kind for example in examples})
+        raise ValueError(
+            f"--first-types {','.join(config.first_types)}: fewer than one batch of training "
+            f"questions of those types (the table's types: {', '.join(kinds)})"
+        )
+    steps = -(-config.first_steps // per_epoch) * per_epoch
+    if steps >= config.steps:
+        raise ValueError(
+            f"--first-steps {config.first_steps} (whole epochs: {steps}) leaves none of the "
+            f"{config.steps} --steps for every question type"
+        )
+    return first, steps
+
+
+def curriculum_batches(examples: Sequence[Example], config: AlignConfig, rank: int) -> Any:
+    """Epoch -> batches: the first phase's epochs draw from its question types only, every
+    later epoch from all questions (a fixed order per epoch, so resume holds)."""
+    every = example_batches(len(examples), config.batch_size, config.seed, rank)
+    first, steps = first_phase(examples, config)
+    if not steps:
+        return every
+    first_epochs = steps // (len(first) // config.batch_size)
+    only_first = example_batches(len(first), config.batch_size, config.seed, rank)
+
+    def epoch_batches(epoch: int) -> Iterator[list[int]]:
+        if epoch < first_epochs:
+            for batch in only_first(epoch):
+                yield [first[i] for i in batch]
+        else:
+            yield from every(epoch)
+
+    return epoch_batches
+
+
 def build_model(
     config: AlignConfig, encoder: Any, clips: ClipFeatures, context: WorkerContext
 ) -> Any:
@@ -213,7 +279,14 @@ def build_model(
     fingerprints = (fingerprint(encoder), fingerprint(lm))
     width = int(lm.get_input_embeddings().weight.shape[1])
     if config.projector == "mlp":
-        projector_config = vlm.mlp(encoder.config.width, width, pool=config.pool)
+        projector_config = vlm.mlp(
+            encoder.config.width,
+            width,
+            pool=config.pool,
+            temporal_kernel=config.temporal_kernel,
+            pool_mode=config.pool_mode,
+            motion_kernel=config.motion_kernel,
+        )
     else:
         projector_config = vlm.attentive(encoder.config.width, width, clips.features.shape[1])
     torch.manual_seed(config.seed)
@@ -292,7 +365,7 @@ def align_loop(config_values: dict[str, Any]) -> None:
     model, tokenizer, fingerprints = build_model(config, encoder.cpu(), clips, context)
     items = [item for item in read_qa(config.qa) if item.split == TRAIN]
     job = AlignJob(model, clips, build_examples(clips, items, tokenizer), config, context)
-    source = example_batches(len(job.examples), config.batch_size, config.seed, context.rank)
+    source = curriculum_batches(job.examples, config, context.rank)
     name = "align blind" if config.blind else f"align {config.projector}"
     loop = LoopConfig(config.steps, config.checkpoint_every, config.log_every, name=name)
     store = CheckpointStore(config.output)
@@ -323,6 +396,13 @@ def run_align(config: AlignConfig, scale: ScaleConfig) -> AlignSummary:
     train_sources = {item.source for item in items if item.split == TRAIN}
     if not train_sources:
         raise ValueError(f"{config.qa}: no training rows (split train)")
+    kinds = {item.type for item in items if item.split == TRAIN}
+    unknown = sorted(set(config.first_types) - kinds)
+    if unknown:
+        raise ValueError(
+            f"--first-types {', '.join(unknown)}: no such question type in {config.qa} "
+            f"(its types: {', '.join(sorted(kinds))})"
+        )
     datasets = {"train": training_clips(config.data, keep=KeepSources(train_sources))}
     fit(
         align_loop,

@@ -90,6 +90,66 @@ def test_mlp_projector_pools_each_frame_step_separately() -> None:
     torch.testing.assert_close(out, expected)
 
 
+def test_temporal_kernel_mixes_neighbouring_frame_steps_of_one_position_only() -> None:
+    torch.manual_seed(0)
+    projector = VisualProjector(mlp(8, 8, pool=1, temporal_kernel=3)).eval()
+    grid = (4, 2, 2)  # tokens ordered (t, h, w): token 4 * t + p
+    tokens = torch.randn(1, 16, 8)
+    changed = tokens.clone()
+    changed[0, 4 * 1 + 2] += 5.0  # step 1, position 2
+    moved = (projector(changed, grid) - projector(tokens, grid)).abs().sum(-1)[0]  # (16,)
+    touched = {int(i) for i in torch.nonzero(moved > 1e-6)}
+    assert touched == {4 * t + 2 for t in (0, 1, 2)}  # steps 0-2 at that position, nothing else
+
+
+def test_max_pool_mode_keeps_the_largest_value_of_each_window() -> None:
+    torch.manual_seed(0)
+    projector = VisualProjector(mlp(8, 8, pool=2, pool_mode="max"))
+    tokens = torch.randn(2, 2 * 2 * 2, 8)
+    out = projector(tokens, (2, 2, 2))  # (2, 2, 8): one token per frame step
+    expected = projector.mlp(tokens).reshape(2, 2, 4, 8).amax(dim=2)
+    torch.testing.assert_close(out, expected)
+
+
+def test_motion_tokens_follow_the_pooled_ones_one_per_frame_step() -> None:
+    torch.manual_seed(0)
+    config = mlp(8, 8, pool=2, motion_kernel=3)
+    projector = VisualProjector(config).eval()
+    grid = (4, 2, 2)
+    tokens = torch.randn(2, 16, 8)
+    out = projector(tokens, grid)
+    assert out.shape == (2, config.num_visual_tokens(grid), 8) == (2, 4 + 4, 8)
+    plain = VisualProjector(mlp(8, 8, pool=2))
+    plain.load_state_dict(projector.state_dict(), strict=False)  # the same pooled branch
+    torch.testing.assert_close(out[:, :4], plain(tokens, grid))
+    moved = (
+        tokens.reshape(2, 4, 4, 8).flip(2).reshape(2, 16, 8)
+    )  # the object elsewhere, same motion
+    torch.testing.assert_close(projector(moved, grid)[:, 4:], out[:, 4:])
+    changed = tokens.clone()
+    changed[:, 0] += 5.0  # step 0 only: reaches the motion tokens of steps 0 and 1, not 2 or 3
+    delta = (projector(changed, grid)[:, 4:] - out[:, 4:]).abs().sum((0, 2))
+    assert bool((delta[:2] > 1e-6).all()) and bool((delta[2:] < 1e-6).all())
+
+
+def test_projector_options_are_checked_and_saved(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    with pytest.raises(ValueError, match="odd"):
+        mlp(8, 8, temporal_kernel=2)
+    with pytest.raises(ValueError, match="pool mode"):
+        mlp(8, 8, pool_mode="median")
+    with pytest.raises(ValueError, match="motion_kernel"):
+        mlp(8, 8, motion_kernel=2)
+    projector = VisualProjector(mlp(64, 64, temporal_kernel=3, pool_mode="max", motion_kernel=3))
+    encoder, lm = tiny_encoder(), tiny_lm(tokenizer)
+    save_vlm(tmp_path, projector, manifest_for(encoder, lm))
+    loaded = load_projector(tmp_path)
+    assert loaded.config == projector.config
+    tokens = torch.randn(1, 2 * 4 * 4, 64)
+    torch.testing.assert_close(loaded(tokens, (2, 4, 4)), projector(tokens, (2, 4, 4)))
+
+
 def test_projector_rejects_tokens_off_its_grid() -> None:
     with pytest.raises(ValueError, match="grid"):
         VisualProjector(mlp(8, 8))(torch.randn(1, 7, 8), (2, 2, 2))

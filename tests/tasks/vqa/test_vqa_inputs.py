@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,8 +11,15 @@ import pytest
 
 from flows.cli import main
 from modeling.checkpoints import CheckpointError
+from modeling.vlm_prompts import PromptParts
 from tasks import sample_videos as sv
-from tasks.vqa.align import AlignConfig, check_questions
+from tasks.vqa.align import (
+    AlignConfig,
+    Example,
+    check_questions,
+    curriculum_batches,
+    first_phase,
+)
 from tasks.vqa.lm import LMFolderError, load_lm
 from tasks.vqa.qa import QUESTIONS, TEST, TRAIN, corpus_lines, read_qa, sample_qa_table
 
@@ -90,6 +98,32 @@ def test_non_utf8_and_empty_questions_are_clear_errors(tmp_path: Path) -> None:
 def test_align_config_refuses_train_lm_with_lora() -> None:
     with pytest.raises(ValueError, match="not both"):
         AlignConfig("random:tiny", "lm", "d", "q", "o", train_lm=True, lora_rank=4)
+
+
+def test_curriculum_draws_the_first_epochs_from_the_first_types_only() -> None:
+    prompt = PromptParts((1,), (2,))
+    examples = [
+        Example(i, prompt, (3,), ("colour", "direction", "speed")[i % 3]) for i in range(60)
+    ]
+    config = AlignConfig(
+        "random:tiny", "lm", "d", "q", "o", batch_size=4,
+        first_types=("direction", "speed"), first_steps=12,
+    )  # fmt: skip
+    source = curriculum_batches(examples, config, rank=0)
+    first = [list(source(epoch)) for epoch in range(2)]  # 40 such questions: 10 batches an epoch
+    assert all(examples[i].kind != "colour" for epoch in first for batch in epoch for i in batch)
+    assert sum(len(epoch) for epoch in first) == 20  # 12 steps round up to two whole epochs
+    later = [i for batch in source(2) for i in batch]
+    assert sorted(later) == list(range(60))  # then every question, each once an epoch
+    assert [list(source(e)) for e in range(3)] == [*first, list(source(2))]  # fixed: resume holds
+    with pytest.raises(ValueError, match="go together"):
+        AlignConfig("random:tiny", "lm", "d", "q", "o", first_types=("speed",))
+    assert first_phase(examples, config) == ([i for i in range(60) if i % 3], 20)
+    with pytest.raises(ValueError, match="leaves none"):
+        first_phase(examples, dataclasses.replace(config, steps=20))
+    only_colour = [Example(0, prompt, (3,), "colour")] * 8
+    with pytest.raises(ValueError, match="types: colour"):
+        curriculum_batches(only_colour, config, rank=0)
 
 
 @pytest.fixture(scope="module")
