@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,18 @@ class VQAModel:
     manifest: VLMManifest
 
 
+# `from_pretrained` builds its model under a process-wide meta-device context, so a module
+# another thread builds meanwhile comes out without data ("Cannot copy out of meta tensor":
+# the demo's two concurrent evaluations hit it once). Loads in one process take turns.
+_BUILD_LOCK = threading.Lock()
+
+
 def load_vqa_model(uri: str, encoder: str | None = None, lm: str | None = None) -> VQAModel:
-    """The model `vjepa align` wrote to folder `uri`; `encoder` / `lm` override its sources."""
+    """The model `vjepa align` wrote to folder `uri`; `encoder` / `lm` override its sources.
+    Safe to call from several threads at once (they load one at a time)."""
     from tasks.vqa.encoders import build_encoder
 
-    with tempfile.TemporaryDirectory(prefix="vjepa-vqa-") as scratch:
+    with _BUILD_LOCK, tempfile.TemporaryDirectory(prefix="vjepa-vqa-") as scratch:
         folder = local_folder(uri, scratch)
         manifest = read_manifest(folder)
         vision = build_encoder(encoder or manifest.encoder.source)

@@ -89,3 +89,21 @@ def test_an_lm_folder_travels_through_s3_and_a_missing_one_is_named(
         local_folder(f"{s3_bucket}/models/none", tmp_path / "scratch2")
     with pytest.raises(FileNotFoundError, match="is a file"):
         local_folder(str(source / "config.json"), tmp_path)
+
+
+def test_models_loaded_from_several_threads_at_once_all_hold_their_weights(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # as the demo's two evaluations do: two model folders loaded side by side, in threads
+    folders = [str(make_vqa_model(tmp_path / name, seed=n)) for n, name in enumerate("ab")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        models = list(pool.map(lambda n: load_vqa_model(folders[n % 2]).model, range(16)))
+    for model in models:  # no module built while another thread's load was under way is empty
+        assert not any(p.is_meta for p in model.parameters())
+    features = torch.randn(len(QUESTIONS), 8, models[0].encoder.config.width)
+    tokenizer = load_vqa_model(folders[0]).tokenizer
+    for start in (0, 1):
+        first = _answers(models[start], tokenizer, features)
+        assert all(_answers(m, tokenizer, features) == first for m in models[start::2])
