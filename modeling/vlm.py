@@ -240,15 +240,9 @@ def _step_series(tokens: Tensor, steps: int) -> Tensor:
     return series.reshape(-1, width, steps)
 
 
-class MotionTokens(nn.Module):
-    """One token per frame step: a convolution over `kernel` neighbouring steps at each
-    position, GELU, the maximum over the step's positions, then a linear map to the LM."""
-
-    def __init__(self, width: int, hidden: int, out_width: int, kernel: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv1d(width, hidden, kernel, padding=kernel // 2)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, out_width)
+class MotionTokens(TemporalMLP):
+    """One token per frame step: `TemporalMLP`'s layers with the maximum over the step's
+    positions taken between them (after the GELU)."""
 
     def forward(self, tokens: Tensor, steps: int) -> Tensor:
         batch, count, _ = tokens.shape
