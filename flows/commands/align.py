@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 
 from flows.commands.common import UsageError, add_job_arguments, emit_json, scale_config
 
@@ -18,6 +19,40 @@ def _default(name: str) -> object:
 
 def _type_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+# AlignConfig fields given as `--field-name VALUE`: (field, parser, metavar, help).
+_VALUED: tuple[tuple[str, Callable[[str], object], str | None, str], ...] = (
+    ("pool", int, "K", "mlp: k x k pooling over each frame step's token grid"),
+    (
+        "temporal_kernel",
+        int,
+        "K",
+        "mlp: the first layer sees K neighbouring frame steps (odd; 1 = a Linear layer)",
+    ),
+    (
+        "motion_kernel",
+        int,
+        "K",
+        "mlp: add one motion token per frame step (K-step convolution, max over the grid)",
+    ),
+    (
+        "first_types",
+        _type_list,
+        "TYPE,TYPE",
+        "curriculum: train on these question types only for the first --first-steps",
+    ),
+    (
+        "first_steps",
+        int,
+        "N",
+        "steps of the --first-types phase (rounded up to whole epochs of those questions)",
+    ),
+    ("steps", int, None, ""),
+    ("batch_size", int, None, ""),
+    ("learning_rate", float, None, ""),
+    ("lm_learning_rate", float, None, ""),
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,53 +71,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--qa", required=True, help="QA table (parquet, CSV or JSON lines)")
     parser.add_argument("--output", required=True, help="run folder or s3:// prefix")
     parser.add_argument("--projector", choices=("mlp", "attentive"), default=_default("projector"))
-    parser.add_argument("--pool", type=int, default=_default("pool"), help="mlp pooling k")
     parser.add_argument(
         "--pool-mode",
         choices=("avg", "max"),
         default=_default("pool_mode"),
         help="mlp: mean (the paper's) or maximum over each pooling window",
     )
-    parser.add_argument(
-        "--temporal-kernel",
-        type=int,
-        default=_default("temporal_kernel"),
-        metavar="K",
-        help="mlp: the first layer sees K neighbouring frame steps (odd; 1 = a Linear layer)",
-    )
-    parser.add_argument(
-        "--motion-kernel",
-        type=int,
-        default=_default("motion_kernel"),
-        metavar="K",
-        help="mlp: add one motion token per frame step (K-step convolution, max over the grid)",
-    )
-    parser.add_argument(
-        "--first-types",
-        type=_type_list,
-        default=_default("first_types"),
-        metavar="TYPE,TYPE",
-        help="curriculum: train on these question types only for the first --first-steps",
-    )
-    parser.add_argument(
-        "--first-steps",
-        type=int,
-        default=_default("first_steps"),
-        metavar="N",
-        help="steps of the --first-types phase (rounded up to whole epochs of those questions)",
-    )
     parser.add_argument("--train-lm", action="store_true", help="also train the whole LM")
     parser.add_argument("--lora", type=int, default=0, metavar="RANK", help="train a LoRA adapter")
     parser.add_argument("--blind", action="store_true", help="no visual tokens (the baseline)")
-    for flag, kind in (
-        ("steps", int),
-        ("batch_size", int),
-        ("learning_rate", float),
-        ("lm_learning_rate", float),
-    ):
-        default = _default(flag)
+    for field, kind, metavar, text in _VALUED:
+        default = _default(field)
         parser.add_argument(
-            f"--{flag.replace('_', '-')}", type=kind, default=default, help=f"default {default}"
+            f"--{field.replace('_', '-')}",
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default})" if text else f"default {default}",
         )
     add_job_arguments(parser)
     parser.set_defaults(handler=run)
@@ -103,20 +108,12 @@ def run(args: argparse.Namespace) -> int:
             qa=local_uri(args.qa),
             output=local_uri(args.output),
             projector=args.projector,
-            pool=args.pool,
             pool_mode=args.pool_mode,
-            temporal_kernel=args.temporal_kernel,
-            motion_kernel=args.motion_kernel,
-            first_types=args.first_types,
-            first_steps=args.first_steps,
             train_lm=args.train_lm,
             lora_rank=args.lora,
             blind=args.blind,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            lm_learning_rate=args.lm_learning_rate,
             seed=args.seed,
+            **{field: getattr(args, field) for field, *_ in _VALUED},
             resume=args.resume,
         )
     except ValueError as error:
