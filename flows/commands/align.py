@@ -17,6 +17,13 @@ def _default(name: str) -> object:
     return {f.name: f.default for f in dataclasses.fields(AlignConfig)}[name]
 
 
+def _shown(value: object) -> str:
+    """A default as the user would type it (a type list as `a,b`; empty: none)."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
 def _type_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -82,12 +89,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--blind", action="store_true", help="no visual tokens (the baseline)")
     for field, kind, metavar, text in _VALUED:
         default = _default(field)
+        shown = _shown(default)
         parser.add_argument(
             f"--{field.replace('_', '-')}",
             type=kind,
             default=default,
             metavar=metavar,
-            help=f"{text} (default {default})" if text else f"default {default}",
+            help=f"{text} (default {shown})" if text else f"default {shown}",
         )
     add_job_arguments(parser)
     parser.set_defaults(handler=run)

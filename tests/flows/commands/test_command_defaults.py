@@ -178,3 +178,13 @@ def test_cli_defaults_are_the_config_defaults(command: str) -> None:
         if _normalise(dest, getattr(args, dest)) != _normalise(dest, defaults[field])
     }
     assert not drifted, f"`vjepa {command}` defaults differ from its config: {drifted}"
+
+
+def test_help_shows_list_defaults_as_typed() -> None:
+    """A tuple default reads as the user would type it, not as Python's `()`."""
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    text = subparsers.choices["align"].format_help()
+    assert "(default ())" not in text
+    assert "--first-types" in text and "(default none)" in " ".join(text.split())
