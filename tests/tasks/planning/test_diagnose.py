@@ -15,7 +15,9 @@ from modeling.encoder import VisionEncoder, tiny
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
 from tasks.planning.diagnose import (
     DiagnoseConfig,
+    PartResult,
     diagnose,
+    finding,
     pooled_spearman,
     rank_threshold,
     spearman,
@@ -88,3 +90,15 @@ def test_ranking_threshold_follows_the_sample_size_and_pooling_weighs_flat_goals
     per_goal = np.mean([spearman(*np.asarray(g).T[::-1]) for g in (discriminating, flat_noise)])
     pooled = pooled_spearman([discriminating, flat_noise])
     assert pooled > rank_threshold(64) and pooled > per_goal + 0.2
+
+
+def test_a_failed_part_is_never_summed_up_as_all_parts_pass() -> None:
+    names = ("representation", "ranking", "action_gain", "planner")
+    oracle = {"perfect_final_distance": 0.1, "random_final_distance": 0.3}
+    passing = {name: PartResult(name, 1.0, 0.5, True, "") for name in names}
+    assert finding(passing, oracle) == "all parts pass"
+    for name in names:
+        parts = {**passing, name: PartResult(name, 0.0, 0.5, False, "")}
+        assert finding(parts, oracle) != "all parts pass", name
+    weak = {**passing, "representation": PartResult("representation", 0.0, 0.5, False, "")}
+    assert finding(weak, oracle).startswith("representation:")
