@@ -152,11 +152,13 @@ def _normalise(dest: str, value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def test_every_command_is_checked() -> None:
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
     actions = build_parser()._actions
-    names = {
-        name for a in actions if isinstance(a, argparse._SubParsersAction) for name in a.choices
-    }
+    return next(a for a in actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_command_is_checked() -> None:
+    names = set(_subcommands())
     assert len(names) > 10, names
     assert names <= set(COMMANDS) | set(NO_CONFIG), names - set(COMMANDS) - set(NO_CONFIG)
 
@@ -182,9 +184,6 @@ def test_cli_defaults_are_the_config_defaults(command: str) -> None:
 
 def test_help_shows_list_defaults_as_typed() -> None:
     """A tuple default reads as the user would type it, not as Python's `()`."""
-    subparsers = next(
-        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
-    )
-    text = subparsers.choices["align"].format_help()
+    text = _subcommands()["align"].format_help()
     assert "(default ())" not in text
     assert "--first-types" in text and "(default none)" in " ".join(text.split())
