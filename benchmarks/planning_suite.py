@@ -197,6 +197,10 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
         encoder=str(encoder), trajectories=str(data), output=str(folder / "out"), seed=args.seed,
         fps=setting.control_fps,
     )  # fmt: skip
+    # CEM overrides go into the bundle's spec, so the evaluation and the diagnosis both plan
+    # (and measure the energy) with them.
+    config = dataclasses.replace(config, cem={**config.cem, **json.loads(args.cem)})
+    config = dataclasses.replace(config, **json.loads(args.posttrain))
     if args.train_steps:
         config = dataclasses.replace(config, steps=args.train_steps)
     adapt_seconds, adapt_loss = 0.0, None
@@ -210,7 +214,7 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
     rule = StoppingRule(**json.loads(args.stopping)) if args.stopping else config.stopping_rule()
     job, errors, curve, stopped_at = train(config, encoder, rule)
     seconds = time.monotonic() - started
-    planner = WorldModelPlanner(job.model, seed=args.seed, **json.loads(args.cem))
+    planner = WorldModelPlanner(job.model, seed=args.seed)
     evaluation = EvalConfig(
         env, "in-process", episodes=args.eval_episodes, tolerance=setting.tolerance or args.tolerance,
         max_steps=args.max_steps, goal_steps=args.goal_steps, seed=10_000 + args.seed,
@@ -300,7 +304,12 @@ def main() -> None:
     parser.add_argument(
         "--stopping", default="", help="JSON StoppingRule fields (default: the config's)"
     )
-    parser.add_argument("--cem", default="{}", help="JSON CEM overrides")
+    parser.add_argument(
+        "--cem", default="{}", help="JSON CEM overrides, written into the bundle's spec"
+    )
+    parser.add_argument(
+        "--posttrain", default="{}", help="JSON PosttrainConfig overrides (experiments)"
+    )
     parser.add_argument(
         "--adapt-steps",
         type=int,

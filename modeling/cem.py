@@ -7,8 +7,9 @@ them to the action bounds, scores all `R*S` of them in ONE call of the energy fu
 always one of the candidates, so the best sequence seen is returned with its exact energy and
 never gets worse from one iteration to the next.
 
-`latent_goal_energy` builds the V-JEPA energy: L1 between the AC predictor's final predicted
-frame and the goal image's features. Everything is deterministic given a `torch.Generator`.
+`latent_goal_energy` builds the V-JEPA energy: the distance between the AC predictor's final
+predicted frame and the goal image's features, L1 as in the paper or mean squared error
+(`CEMConfig.energy`). Everything is deterministic given a `torch.Generator`.
 
 Noise is not a signal: each iteration records the spread of its candidates' energies
 (their standard deviation relative to their mean). When the first iteration's spread is
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -30,6 +31,8 @@ from modeling.jepa import layer_norm_features
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 StateUpdate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (state, action) -> state
+EnergyMetric = Literal["l1", "l2"]
+ENERGY_METRICS: tuple[EnergyMetric, ...] = ("l1", "l2")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class CEMConfig:
     min_std: float = 0.01
     max_std: float = 1.0
     min_relative_spread: float = 0.0  # noise floor of std / mean candidate energy; 0: always act
+    # Distance between predicted and goal features: "l1" (mean absolute, the paper's) or "l2"
+    # (mean squared, which weighs the few patches that differ most; see `feature_distance`).
+    energy: EnergyMetric = "l1"
 
     def __post_init__(self) -> None:
         if min(self.num_samples, self.num_elites, self.num_iterations, self.horizon) < 1:
@@ -62,6 +68,8 @@ class CEMConfig:
             raise ValueError("std bounds must satisfy 0 < min_std <= max_std")
         if self.min_relative_spread < 0:
             raise ValueError(f"min_relative_spread must be >= 0, got {self.min_relative_spread}")
+        if self.energy not in ENERGY_METRICS:
+            raise ValueError(f"energy must be one of {list(ENERGY_METRICS)}, got {self.energy!r}")
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,24 @@ def cem_plan(
     )
 
 
+def feature_distance(
+    features: torch.Tensor, goal: torch.Tensor, metric: EnergyMetric = "l1"
+) -> torch.Tensor:
+    """Mean distance over the last two dims (tokens, channels): `(..., N, D)` -> `(...)`.
+
+    "l1" is the mean absolute difference; "l2" the mean squared one. With layer-normed features
+    most patches differ a little from the goal's in every state (noise), while the few showing
+    the robot or object differ a lot: squaring weighs those, so the energy orders states by
+    their distance to the goal better (see docs/benchmarks.md, the energy metric).
+    """
+    difference = features - goal
+    if metric == "l2":
+        return difference.square().mean(dim=(-2, -1))
+    if metric == "l1":
+        return difference.abs().mean(dim=(-2, -1))
+    raise ValueError(f"unknown energy metric {metric!r}; use one of {list(ENERGY_METRICS)}")
+
+
 class RolloutModel(Protocol):
     """What the V-JEPA energy needs from the AC predictor (`ACPredictor.rollout`)."""
 
@@ -227,8 +253,10 @@ def latent_goal_energy(
     max_batch: int | None = None,
     normalize_goal: bool = True,
     state_update: StateUpdate | None = None,
+    metric: EnergyMetric = "l1",
 ) -> EnergyFn:
-    """Energy for CEM: L1 between the predicted final frame and the goal frame's features.
+    """Energy for CEM: the `metric` distance between the predicted final frame and the goal's
+    features (`feature_distance`).
 
     `context_features (R, T0*N, D)`, `states (R, T0, S)`, `goal_features (R, N, D)` and the
     optional `past_actions (R, T0-1, A)` are per robot; the returned function takes
@@ -250,7 +278,7 @@ def latent_goal_energy(
             predicted = model.rollout(
                 context_features[rows], states[rows], actions, past, **options
             )
-        return (predicted[:, -1] - goal[rows]).abs().mean(dim=(1, 2))  # (B,)
+        return feature_distance(predicted[:, -1], goal[rows], metric)  # (B,)
 
     def energy(actions: torch.Tensor) -> torch.Tensor:
         samples = actions.shape[0] // robots
@@ -262,7 +290,7 @@ def latent_goal_energy(
                     context_features, states, actions, past_actions, **options
                 )
             final = predicted[:, -1].unflatten(0, (robots, samples))  # (R, S, N, D)
-            return (final - goal[:, None]).abs().mean(dim=(2, 3)).flatten()  # (R*S,)
+            return feature_distance(final, goal[:, None], metric).flatten()  # (R*S,)
         owner = torch.arange(actions.shape[0], device=actions.device) // samples  # (R*S,)
         chunks = [
             rollout_rows(owner[start : start + max_batch], actions[start : start + max_batch])

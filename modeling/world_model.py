@@ -27,7 +27,14 @@ from modeling.ac_predictor import (
     additive_state_update,
     scaled_state_update,
 )
-from modeling.cem import CEMConfig, CEMResult, EnergyFn, cem_plan, latent_goal_energy
+from modeling.cem import (
+    CEMConfig,
+    CEMResult,
+    EnergyFn,
+    EnergyMetric,
+    cem_plan,
+    latent_goal_energy,
+)
 from modeling.checkpoints import save_state
 from modeling.encoder import VisionEncoder
 from modeling.jepa import layer_norm_features
@@ -139,11 +146,14 @@ class WorldModel(nn.Module):
         return layer_norm_features(features).reshape(batch, -1, features.shape[-1])  # (B, T*N, D)
 
     @torch.no_grad()
-    def energy_fn(self, context: Tensor, states: Tensor, goals: Tensor) -> EnergyFn:
+    def energy_fn(
+        self, context: Tensor, states: Tensor, goals: Tensor, metric: EnergyMetric | None = None
+    ) -> EnergyFn:
         """The planner's energy for R robots: raw `(R*S, H, A)` actions -> `(R*S,)` energies.
 
         `context (R, N, D)` are the current frames' features, `states (R, 1, S)` raw states and
-        `goals (R, H, W, 3)` uint8 goal images; inputs are normalised as in training.
+        `goals (R, H, W, 3)` uint8 goal images; inputs are normalised as in training. `metric`
+        defaults to the spec's CEM setting.
         """
         goal_features = self.encode_frames(goals.unsqueeze(1))  # (R, N, D)
         normalizer = self.spec.normalizer()
@@ -156,6 +166,7 @@ class WorldModel(nn.Module):
             states.float(),
             goal_features,
             state_update=self.spec.state_update(),
+            metric=metric or self.spec.cem_config().energy,
         )
 
     @torch.no_grad()
@@ -173,15 +184,16 @@ class WorldModel(nn.Module):
         `frames (R, 1, H, W, 3)` uint8 current images, `states (R, 1, S)`, `goals (R, H, W, 3)`
         uint8 goal images; returns plans `(R, H_plan, A)` within the spec's action bounds.
         """
+        config = config or self.spec.cem_config()
         context = self.encode_frames(frames)  # (R, N, D)
-        energy = self.energy_fn(context, states, goals)
+        energy = self.energy_fn(context, states, goals, config.energy)
         return cem_plan(
             energy,
             num_robots=frames.shape[0],
             action_dim=self.spec.action_dim,
             low=torch.tensor(self.spec.action_low),
             high=torch.tensor(self.spec.action_high),
-            config=config or self.spec.cem_config(),
+            config=config,
             warm_start=warm_start,
             generator=generator,
             device=context.device,  # candidates live with the model (a GPU replica plans on it)

@@ -4,8 +4,8 @@
 follows the collect protocol (deterministic `reset(seed)`, `rgb_array` frames, Box actions,
 `info["state"]`), replaying candidate actions in the env to get the frames they really give:
 
-1. **representation**: the energy of true frames (L1 between their layer-normed features and
-   the goal's, the planner's energy) against the state distance to the goal, along random
+1. **representation**: the energy of true frames (the planner's distance between their
+   layer-normed features and the goal's) against the state distance to the goal, along random
    walks; Spearman rank correlation. Low: the encoder cannot see what success means.
 2. **ranking**: from one state, `candidates` random actions scored by the learned model
    (predicted energy) and by the env (true-frame energy); Spearman between the two (pooled
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modeling.cem import CEMConfig, cem_plan
+from modeling.cem import CEMConfig, cem_plan, feature_distance
 from modeling.world_model import WorldModel
 from tasks.planning.evaluate import (
     Controller,
@@ -131,10 +131,12 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class FrameEnergy:
-    """The planner's energy on real frames: L1 between layer-normed features and the goal's."""
+    """The planner's energy on real frames: its distance (the spec's CEM `energy`, L1 unless
+    set) between layer-normed features and the goal's."""
 
     def __init__(self, model: WorldModel, goal: np.ndarray) -> None:
         self.model = model
+        self.metric = model.spec.cem_config().energy
         self.goal = self.features(goal[None])  # (1, N, D)
 
     def features(self, frames: np.ndarray) -> torch.Tensor:
@@ -142,7 +144,7 @@ class FrameEnergy:
         return self.model.encode_frames(batch)  # (B, N, D)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        return (self.features(frames) - self.goal).abs().mean(dim=(1, 2)).numpy()  # (B,)
+        return feature_distance(self.features(frames), self.goal, self.metric).numpy()  # (B,)
 
 
 class Replayer:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modeling.ac_predictor import ACPredictor, ac_tiny
-from modeling.cem import CEMConfig, cem_plan, latent_goal_energy, shift_plan
+from modeling.cem import CEMConfig, cem_plan, feature_distance, latent_goal_energy, shift_plan
 
 HORIZON, ACTION_DIM = 3, 2
 
@@ -147,6 +147,10 @@ def test_latent_goal_energy_drives_cem_with_the_ac_predictor() -> None:
     raw_goal = latent_goal_energy(model, context, states, goal * 3.0 + 1.0)  # normalised here
     assert torch.allclose(raw_goal(candidates), values, atol=1e-4)
     assert bool((energy(reached) < 1e-5).all())  # the goal was made by these actions
+    squared = latent_goal_energy(model, context, states, goal, normalize_goal=False, metric="l2")
+    difference = expanded[:, -1] - goal.repeat_interleave(samples, 0)
+    assert torch.allclose(squared(candidates), difference.square().mean(dim=(1, 2)), atol=1e-5)
+    assert not torch.allclose(squared(candidates), values, atol=1e-3)
 
     calls: list[int] = []
 
@@ -188,3 +192,19 @@ def test_energy_spread_is_logged_and_noise_below_the_floor_means_no_motion() -> 
     assert bool(informed.confident.all())  # a real signal is above the floor
     with pytest.raises(ValueError, match="min_relative_spread"):
         CEMConfig(min_relative_spread=-1.0)
+
+
+def test_the_squared_energy_weighs_the_few_patches_that_differ_most() -> None:
+    goal = torch.zeros(1, 4, 2)  # (1, N, D)
+    spread = torch.full((1, 4, 2), 0.5)  # every patch a little off
+    one_patch = torch.zeros(1, 4, 2)
+    one_patch[0, 0] = 2.0  # one patch (the object) far off
+    l1 = feature_distance(torch.cat([spread, one_patch]), goal, "l1")
+    l2 = feature_distance(torch.cat([spread, one_patch]), goal, "l2")
+    torch.testing.assert_close(l1, torch.tensor([0.5, 0.5]))  # L1 cannot tell them apart
+    torch.testing.assert_close(l2, torch.tensor([0.25, 1.0]))  # L2 ranks the object first
+    assert CEMConfig(energy="l2").energy == "l2"
+    with pytest.raises(ValueError, match="energy must be one of"):
+        CEMConfig(energy="cosine")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown energy metric"):
+        feature_distance(spread, goal, "max")  # type: ignore[arg-type]
