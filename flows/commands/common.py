@@ -18,10 +18,13 @@ def emit_json(payload: dict[str, Any]) -> None:
 
 
 def fail(message: str, code: int = 2) -> int:
-    """Report a user-facing error on stderr and return the exit code."""
+    """Report a user-facing error on stderr (and in the run's log file) and return the code."""
     from tasks.progress import console
 
-    print(f"vjepa: error: {message}", file=console(), flush=True)
+    line = f"vjepa: error: {message}"
+    print(line, file=console(), flush=True)
+    if console() is not sys.stderr:  # stderr is the log file while the console shows bars
+        print(line, file=sys.stderr, flush=True)
     return code
 
 
