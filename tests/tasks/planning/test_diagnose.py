@@ -80,7 +80,7 @@ def test_trained_predictor_passes_the_action_checks(
 
 
 def test_ranking_threshold_follows_the_sample_size_and_pooling_weighs_flat_goals_little() -> None:
-    # one-sided 5% critical Spearman: stricter for the demo's 2 x 32 than for the defaults' 4 x 64
+    # one-sided 5% critical Spearman: stricter for the demo's 4 x 16 than for the defaults' 4 x 64
     assert rank_threshold(64) == pytest.approx(0.2076, abs=1e-3)
     assert rank_threshold(256) == pytest.approx(0.1033, abs=1e-3)
     rng = np.random.default_rng(0)
