@@ -97,7 +97,8 @@ def read_bytes(uri: str) -> bytes:
 
 
 def download(uri: str, folder: str | Path) -> Path:
-    """A local copy of the file or folder `uri` inside `folder`; a local `uri` is its own path.
+    """A local copy of the file or folder `uri` inside `folder` (made if missing); a local
+    `uri` is its own path.
 
     Raises FileNotFoundError when `uri` does not exist.
     """
@@ -109,6 +110,7 @@ def download(uri: str, folder: str | Path) -> Path:
     fs, path = filesystem(uri)
     if not fs.exists(path):
         raise FileNotFoundError(f"not found: {uri}")
+    Path(folder).mkdir(parents=True, exist_ok=True)
     local = Path(folder) / path.rstrip("/").rsplit("/", 1)[-1]
     if fs.isdir(path):
         fs.get(path, str(local), recursive=True)

@@ -16,6 +16,7 @@ from flows.adapt import adapt_flow
 from flows.cli import main
 from modeling.checkpoints import load_encoder, save_model
 from modeling.encoder import VisionEncoder, tiny
+from tasks import storage
 from tasks.planning.evaluate import load_planner_model
 from tasks.robot.collect import CollectConfig, collect
 from tasks.training.adapt import AdaptConfig
@@ -86,3 +87,46 @@ def test_bad_adapt_steps_fail_fast(tmp_path: Path, capsys: pytest.CaptureFixture
     ]  # fmt: skip
     assert main(argv) == 2
     assert "--adapt-steps" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_adaptation_with_inputs_and_outputs_on_s3(
+    ray_cluster: None,
+    prefect_harness: None,
+    s3_bucket: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    torch.manual_seed(0)
+    encoder = save_model(VisionEncoder(tiny()), tmp_path / "encoder.safetensors")
+    data = tmp_path / "trajectories"
+    collect(
+        CollectConfig(
+            "vjepa/PointReach-v0", 4, str(data), steps_per_episode=16, seed=4,
+            env_kwargs={"width": 32, "height": 32},
+        )
+    )  # fmt: skip
+    fs, _ = storage.filesystem(s3_bucket)
+    bucket = s3_bucket.removeprefix("s3://")
+    fs.put_file(str(encoder), f"{bucket}/models/encoder.safetensors")
+    fs.put(str(data), f"{bucket}/trajectories", recursive=True)
+    output = f"{s3_bucket}/runs/adapted"
+    argv = [
+        "posttrain", "--encoder", f"{s3_bucket}/models/encoder.safetensors",
+        "--trajectories", f"{s3_bucket}/trajectories", "--output", output, "--steps", "2",
+        "--batch-size", "2", "--stop-every", "0", "--adapt-steps", "2", "--json",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    adapted = f"{output}/adapt/pretrain/final/encoder.safetensors"
+    assert summary["encoder"] == adapted and summary["adaptation"]["steps"] == 2
+    assert summary["adaptation"]["curated"] == f"{output}/adapt/curated"
+    assert fs.exists(f"{bucket}/runs/adapted/adapt/curated/manifest.json")
+    assert fs.exists(f"{bucket}/runs/adapted/adapt/adapt.json")
+    local = tmp_path / "adapted.safetensors"
+    fs.get_file(adapted.removeprefix("s3://"), str(local))
+    before, after = _states(encoder), _states(local)
+    assert any(not torch.equal(before[key], after[key]) for key in before)
+    bundle = load_planner_model(summary["world_model_dir"]).encoder.state_dict()
+    assert all(torch.allclose(bundle[key], after[key]) for key in after)

@@ -77,6 +77,8 @@ def test_folder_up_and_down_with_the_marker_last(
     assert uploaded[-1] == f"{uri}/spec.json" and len(uploaded) == 3
     copy = storage.download(uri, tmp_path / "down")
     assert (copy / "sub" / "b.bin").read_bytes() == b"sub/b.bin"
+    one = storage.download(f"{uri}/spec.json", tmp_path / "not" / "made" / "yet")  # a file too
+    assert one.read_bytes() == b"spec.json"
     cached = storage.cached_copy(uri, str(tmp_path / "cache"), ("a.bin", "spec.json"))
     assert sorted(p.name for p in cached.iterdir()) == ["a.bin", "spec.json"]
     assert storage.cached_copy(uri, str(tmp_path / "cache")) == cached  # reused, not copied
