@@ -137,6 +137,7 @@ def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
     from flows.local_serve import free_port
     from serving.app import build_app
     from serving.config import ServingConfig
+    from serving.proxy_guard import start_options
 
     port = free_port()
     # both applications hold a planner replica, but only one is busy at a time: give Ray
@@ -147,7 +148,7 @@ def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
     ray.init(
         address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    configs = {}
     for mode in ("on", "off"):
         config = ServingConfig.model_validate(
             {
@@ -168,6 +169,10 @@ def start_apps(bundle: Path, args: argparse.Namespace, cache: str) -> str:
                 "ingress": {"num_replicas": 1, "num_cpus": 0.1, "max_ongoing_requests": 512},
             }
         )
+        configs[mode] = config
+    # the guarded proxy `vjepa serve` runs (header limits, 503 for a dead replica)
+    serve.start(**start_options(configs["on"], port))
+    for mode, config in configs.items():
         serve.run(build_app(config), name=f"bench-{mode}", route_prefix=f"/{mode}")
     return f"http://127.0.0.1:{port}"
 

@@ -138,6 +138,7 @@ def start_apps(model: Path, bundle: Path, args: argparse.Namespace, cache: str) 
     from flows.local_serve import free_port
     from serving.app import build_app
     from serving.config import ServingConfig
+    from serving.proxy_guard import start_options
 
     port = free_port()
     cpus = 2 * (os.cpu_count() or 2) + 2  # two apps' replicas; threads are set explicitly
@@ -148,7 +149,7 @@ def start_apps(model: Path, bundle: Path, args: argparse.Namespace, cache: str) 
         include_dashboard=False,
         log_to_driver=False,
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    configs = {}
     small = {"num_replicas": 1, "num_cpus": 0.1}
     for mode in ("on", "off"):
         config = ServingConfig.model_validate(
@@ -172,6 +173,10 @@ def start_apps(model: Path, bundle: Path, args: argparse.Namespace, cache: str) 
                 },
             }
         )
+        configs[mode] = config
+    # the guarded proxy `vjepa serve` runs (header limits, 503 for a dead replica)
+    serve.start(**start_options(configs["on"], port))
+    for mode, config in configs.items():
         serve.run(build_app(config), name=f"vqa-{mode}", route_prefix=f"/{mode}")
     return f"http://127.0.0.1:{port}"
 
