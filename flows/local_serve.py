@@ -30,6 +30,7 @@ def served(bundle: str, vqa_model: str | None = None) -> Iterator[str]:
 
     from serving.app import APP_NAME, build_app
     from serving.config import ServingConfig
+    from serving.proxy_guard import start_options
 
     port = free_port()
     # The client reads the token from the driver's environment; the replicas get the value itself
@@ -41,7 +42,7 @@ def served(bundle: str, vqa_model: str | None = None) -> Iterator[str]:
         # the planner idles while the VQA stage asks: both fit on a 2-CPU laptop's Ray
         values |= {"planner": {"num_cpus": 0.25}, "vqa": {"model": vqa_model}}
     config = ServingConfig.model_validate(values).model_copy(update={"token": SecretStr(token)})
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(**start_options(config, port))  # the guarded proxy, as `vjepa serve` runs it
     try:
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
         yield f"http://127.0.0.1:{port}"

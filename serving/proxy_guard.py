@@ -51,6 +51,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     Bytes are counted as they arrive while a request's headers are incomplete, so a client can
     make the proxy hold at most `max_header_bytes` plus one read, never an unbounded header.
+    The parsed request line and headers are counted too: a header block that ends inside the
+    read that crosses the limit (just over it) is refused when it completes.
     """
 
     max_header_bytes = 64 * 1024
@@ -64,6 +66,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _start_headers(self) -> None:
         self._in_headers = True
         self._header_bytes = 0
+        self._parsed_bytes = 0  # request target + header names and values, as parsed
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
@@ -71,6 +74,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _too_large(self) -> None:
+        detail = f"request headers exceed the limit of {self.max_header_bytes} bytes"
+        self._reject(431, "Request Header Fields Too Large", detail)
 
     def _reject(self, status: int, reason: str, detail: str) -> None:
         self._stop_header_timer()
@@ -92,8 +99,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
         super().data_received(data)
         if self._in_headers and self._header_bytes > self.max_header_bytes:
-            detail = f"request headers exceed the limit of {self.max_header_bytes} bytes"
-            self._reject(431, "Request Header Fields Too Large", detail)
+            self._too_large()
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -103,7 +117,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._stop_header_timer()
+        if self._parsed_bytes > self.max_header_bytes:
+            self._too_large()  # no request cycle starts: the app never sees it
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.transport.is_closing():  # refused above: no cycle to feed
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.transport.is_closing():
+            super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()

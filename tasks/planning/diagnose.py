@@ -40,7 +40,7 @@ from tasks.planning.evaluate import (
     run_episode,
 )
 from tasks.planning.rollouts import MIN_ACTION_GAIN, rollout_errors, shuffled
-from tasks.robot.collect import StateSpec, check_env, extract_state, make_env
+from tasks.robot.collect import StateSpec, check_env, extract_state, make_env, render_frame
 
 MIN_RANK = 0.3  # Spearman below this: true-frame energy does not order states usefully
 # Part 2 passes when the ranking beats chance at the 5% level (one-sided) for its sample size:
@@ -168,7 +168,7 @@ class Replayer:
         for done in self.prefix:
             self._step(done)
         observation, info = self._step(action)
-        frame = np.asarray(self.env.render(), dtype=np.uint8)
+        frame = render_frame(self.env)
         return frame, extract_state(observation, info, self.env.observation_space)
 
 
@@ -194,7 +194,7 @@ class Probe:
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         observation, info = self.env.reset(seed=self.seed)
-        frame = np.asarray(self.env.render(), dtype=np.uint8)
+        frame = render_frame(self.env)
         return frame, extract_state(observation, info, self.env.observation_space)
 
     def random_actions(self, count: int, salt: int) -> np.ndarray:
@@ -258,7 +258,7 @@ def env_windows(probe: Probe, count: int) -> dict[str, np.ndarray]:
 
 def _start_of(replay: Replayer) -> tuple[np.ndarray, np.ndarray]:
     observation, info = replay.env.reset(seed=replay.seed)
-    frame = np.asarray(replay.env.render(), dtype=np.uint8)
+    frame = render_frame(replay.env)
     return frame, extract_state(observation, info, replay.env.observation_space)
 
 

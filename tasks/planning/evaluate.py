@@ -34,7 +34,14 @@ import torch
 from modeling.cem import CEMConfig, shift_plan
 from modeling.world_model import WorldModel, load_world_model
 from tasks import progress as live
-from tasks.robot.collect import RandomPolicy, StateSpec, check_env, extract_state, make_env
+from tasks.robot.collect import (
+    RandomPolicy,
+    StateSpec,
+    check_env,
+    extract_state,
+    make_env,
+    render_frame,
+)
 
 CEM_FIELDS = tuple(f.name for f in fields(CEMConfig))
 Controller = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (frame, state) -> action
@@ -137,7 +144,7 @@ def load_planner_model(uri: str) -> WorldModel:
 
 
 def _observe(env: Any, observation: Any, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    frame = np.asarray(env.render(), dtype=np.uint8)  # (H, W, 3)
+    frame = render_frame(env)  # (H, W, 3)
     return frame, extract_state(observation, info, env.observation_space)
 
 

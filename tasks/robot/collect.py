@@ -207,13 +207,17 @@ class EpisodeData:
     terminated: bool
 
 
-def _frame(env: gym.Env[Any, Any]) -> np.ndarray:
+def render_frame(env: Any) -> np.ndarray:
+    """The env's `rgb_array` frame as a C-contiguous `(H, W, 3)` uint8 array.
+
+    MuJoCo's renderer returns a flipped view (negative strides), which torch cannot wrap.
+    """
     frame = env.render()
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
         raise CollectError(
             "env.render() must return an (H, W, 3) array; create the env with render_mode='rgb_array'"
         )
-    return frame.astype(np.uint8, copy=False)
+    return np.ascontiguousarray(frame, dtype=np.uint8)
 
 
 def rollout(env: gym.Env[Any, Any], policy: Policy, steps: int, seed: int) -> EpisodeData:
@@ -224,7 +228,7 @@ def rollout(env: gym.Env[Any, Any], policy: Policy, steps: int, seed: int) -> Ep
     frames, states, actions = [], [], []
     total_reward, ended = 0.0, False
     for _ in range(steps):
-        frames.append(_frame(env))
+        frames.append(render_frame(env))
         states.append(extract_state(observation, info, env.observation_space))
         action = np.asarray(policy.act(observation, info), dtype=np.float32)
         actions.append(action.reshape(-1))
@@ -329,7 +333,7 @@ def validate(config: CollectConfig) -> None:
         action_space = check_env(env)
         make_policy(config.policy, action_space, config.seed)
         observation, info = env.reset(seed=config.seed)
-        height, width = _frame(env).shape[:2]
+        height, width = render_frame(env).shape[:2]
         if height % 2 or width % 2:
             raise CollectError(f"frames are {width}x{height}; h264 in mp4 needs even sizes")
         extract_state(observation, info, env.observation_space)

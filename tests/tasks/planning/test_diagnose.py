@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -23,6 +24,7 @@ from tasks.planning.diagnose import (
     spearman,
 )
 from tasks.planning.evaluate import load_planner_model
+from tasks.robot.env import PointReachEnv
 from tasks.training.posttrain import PosttrainJob
 
 ENV = "vjepa/PointReach-v0"
@@ -102,3 +104,25 @@ def test_a_failed_part_is_never_summed_up_as_all_parts_pass() -> None:
         assert finding(parts, oracle) != "all parts pass", name
     weak = {**passing, "representation": PartResult("representation", 0.0, 0.5, False, "")}
     assert finding(weak, oracle).startswith("representation:")
+
+
+class _FlippedViewPointReach(PointReachEnv):
+    """PointReach whose frames come as a flipped view (negative strides), as MuJoCo renders."""
+
+    def render(self) -> np.ndarray:
+        frame = np.asarray(super().render())
+        return np.flipud(np.ascontiguousarray(np.flipud(frame)))  # same pixels, strides < 0
+
+
+def test_frames_rendered_as_flipped_views_are_diagnosed(tmp_path: Path) -> None:
+    name = "vjepa-test/FlippedViewPointReach-v0"
+    if name not in gymnasium.registry:
+        gymnasium.register(id=name, entry_point=_FlippedViewPointReach, max_episode_steps=200)
+    assert np.flipud(np.zeros((2, 2, 3))).strides[0] < 0  # what the env returns
+    bundle = _blind_model(tmp_path / "blind")
+    config = DiagnoseConfig(
+        name, str(bundle), goals=1, walk_steps=4, candidates=8, windows=4, episodes=1, max_steps=2
+    )
+    parts = {part.name: part for part in diagnose(config, load_planner_model(str(bundle))).parts}
+    assert set(parts) == {"representation", "ranking", "action_gain", "planner"}
+    assert not parts["action_gain"].passed  # the blind model, diagnosed as before
