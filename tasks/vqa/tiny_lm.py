@@ -75,6 +75,7 @@ def train_tokenizer(lines: list[str], vocab_size: int) -> Any:
         vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # its bars print bare blank lines when stderr is not a terminal
     )
     bpe.train_from_iterator(lines, trainer)
     pad, bos, eos = SPECIAL_TOKENS

@@ -201,3 +201,14 @@ def test_eval_of_a_folder_that_is_no_model_exits_2(tmp_path: Path) -> None:
 
 def test_checkpoint_error_is_a_value_error() -> None:
     assert issubclass(CheckpointError, ValueError)  # the CLI turns it into exit 2
+
+
+def test_the_tokenizer_trains_without_writing_to_the_console(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from tasks.vqa.tiny_lm import train_tokenizer
+
+    tokenizer = train_tokenizer(["what colour is the disc?", "red", "blue"] * 20, vocab_size=300)
+    assert tokenizer.decode(tokenizer.encode("red disc")) == "red disc"
+    captured = capfd.readouterr()  # tokenizers' bars printed bare blank lines into the demo's
+    assert captured.out == "" and captured.err == ""
