@@ -28,19 +28,25 @@ def _states(path: str | Path) -> dict[str, torch.Tensor]:
     return load_encoder(path).state_dict()
 
 
+def _inputs(folder: Path, seed: int) -> tuple[Path, Path]:
+    """A seeded random-init tiny encoder and 4 collected PointReach episodes at 32 px."""
+    torch.manual_seed(0)
+    encoder = save_model(VisionEncoder(tiny()), folder / "encoder.safetensors")
+    data = folder / "trajectories"
+    collect(
+        CollectConfig(
+            "vjepa/PointReach-v0", 4, str(data), steps_per_episode=16, seed=seed,
+            env_kwargs={"width": 32, "height": 32},
+        )
+    )  # fmt: skip
+    return encoder, data
+
+
 @pytest.mark.ray
 def test_posttrain_on_an_adapted_encoder(
     ray_cluster: None, prefect_harness: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    torch.manual_seed(0)
-    encoder = save_model(VisionEncoder(tiny()), tmp_path / "encoder.safetensors")
-    data = tmp_path / "trajectories"
-    collect(
-        CollectConfig(
-            "vjepa/PointReach-v0", 4, str(data), steps_per_episode=16, seed=3,
-            env_kwargs={"width": 32, "height": 32},
-        )
-    )  # fmt: skip
+    encoder, data = _inputs(tmp_path, seed=3)
     output = tmp_path / "run"
     argv = [
         "posttrain", "--encoder", str(encoder), "--trajectories", str(data),
@@ -98,15 +104,7 @@ def test_adaptation_with_inputs_and_outputs_on_s3(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    torch.manual_seed(0)
-    encoder = save_model(VisionEncoder(tiny()), tmp_path / "encoder.safetensors")
-    data = tmp_path / "trajectories"
-    collect(
-        CollectConfig(
-            "vjepa/PointReach-v0", 4, str(data), steps_per_episode=16, seed=4,
-            env_kwargs={"width": 32, "height": 32},
-        )
-    )  # fmt: skip
+    encoder, data = _inputs(tmp_path, seed=4)
     fs, _ = storage.filesystem(s3_bucket)
     bucket = s3_bucket.removeprefix("s3://")
     fs.put_file(str(encoder), f"{bucket}/models/encoder.safetensors")
