@@ -30,7 +30,7 @@ from modeling.world_model import WorldModel, WorldModelSpec
 from tasks.planning.diagnose import spearman
 from tasks.planning.evaluate import EvalConfig, make_goal
 from tasks.robot import ENV_SUITE
-from tasks.robot.collect import check_env, extract_state, make_env
+from tasks.robot.collect import check_env, extract_state, make_env, render_frame
 
 IMAGE_SIZE = 64  # the suite's collected frame size
 
@@ -63,7 +63,7 @@ def walk(env: Any, seed: int, walks: int, steps: int) -> tuple[np.ndarray, np.nd
             action = rng.uniform(space.low, space.high).astype(np.float32)
             observation, _, _, _, info = env.step(action)
             if step % 2 == 0:
-                frames.append(np.asarray(env.render(), dtype=np.uint8))
+                frames.append(render_frame(env))
                 states.append(extract_state(observation, info, env.observation_space))
     return np.stack(frames), np.stack(states)
 
