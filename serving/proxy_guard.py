@@ -67,6 +67,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._parsed_bytes = 0  # request target + header names and values, as parsed
+        self._refused = False  # refused at the end of its headers: no request cycle exists
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
@@ -118,16 +119,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._stop_header_timer()
         if self._parsed_bytes > self.max_header_bytes:
+            self._refused = True
             self._too_large()  # no request cycle starts: the app never sees it
             return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self.transport.is_closing():  # refused above: no cycle to feed
+        if not self._refused:  # a refused request has no cycle to feed
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self.transport.is_closing():
+        if not self._refused:
             super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
