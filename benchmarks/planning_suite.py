@@ -61,22 +61,28 @@ class EnvSetting:
     state: StateSpec | None = None
     tolerance: float | None = None  # None: --tolerance
     control_fps: float | None = None  # None: the dataset's rate
+    success_dims: tuple[int, ...] | None = None  # None: success on the whole state
 
 
+# Both arms are torque-controlled: the next frame depends on joint velocities that the
+# fingertip does not carry, so the predictor's state adds them (`*_proprio`) and success is
+# measured on the fingertip dims only.
 REAL_SIMULATORS = {
     "Reacher-v5": EnvSetting(
         {"width": 64, "height": 64, "default_camera_config": TOP_DOWN},
-        StateSpec(function="tasks.robot.state_maps:reacher_fingertip"),
+        StateSpec(function="tasks.robot.state_maps:reacher_proprio"),
         tolerance=0.02,
         control_fps=10.0,
+        success_dims=(0, 1),
     ),
     # Random actions never move Pusher's object (0.000 over 20 steps on 10 seeds), so a goal
     # made by random actions is reached by doing nothing: success is the fingertip's (x, y, z).
     "Pusher-v5": EnvSetting(
         {"width": 64, "height": 64, "default_camera_config": PUSHER_TOP_DOWN},
-        StateSpec(function="tasks.robot.state_maps:pusher_fingertip"),
+        StateSpec(function="tasks.robot.state_maps:pusher_proprio"),
         tolerance=0.05,
         control_fps=10.0,
+        success_dims=(0, 1, 2),
     ),
 }
 
@@ -218,7 +224,7 @@ def run_env(env: str, folder: Path, encoder: Path, args: argparse.Namespace) -> 
     evaluation = EvalConfig(
         env, "in-process", episodes=args.eval_episodes, tolerance=setting.tolerance or args.tolerance,
         max_steps=args.max_steps, goal_steps=args.goal_steps, seed=10_000 + args.seed,
-        env_kwargs=setting.env_kwargs, state=setting.state,
+        env_kwargs=setting.env_kwargs, state=setting.state, success_dims=setting.success_dims,
     )  # fmt: skip
     summary = evaluate(evaluation, planner, model_fps=job.model.spec.control_fps, progress=None)
     result = EnvResult(
@@ -250,7 +256,7 @@ def with_diagnosis(
     config = DiagnoseConfig(
         result.env, "in-process", goal_steps=args.goal_steps, tolerance=evaluation.tolerance,
         max_steps=args.max_steps, seed=evaluation.seed, env_kwargs=evaluation.env_kwargs,
-        state=evaluation.state,
+        state=evaluation.state, success_dims=evaluation.success_dims,
     )  # fmt: skip
     started = time.monotonic()
     found = diagnose(config, job.model)

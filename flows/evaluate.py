@@ -82,6 +82,10 @@ def run_episodes(
     return PlanningSummary.from_dict(evaluate(config, planner, model_fps=fps or model_fps))
 
 
+def _dims_note(dims: list[int] | None) -> str:
+    return f" on state dims {', '.join(map(str, dims))}" if dims is not None else ""
+
+
 def _markdown(summary: PlanningSummary, plot: str | None) -> str:
     rows = "\n".join(
         f"| {p.episode} | {p.initial_distance:.3f} | {p.final_distance:.3f} "
@@ -92,7 +96,8 @@ def _markdown(summary: PlanningSummary, plot: str | None) -> str:
     return (
         f"# Closed-loop planning in {summary.env}\n\n"
         f"World model `{summary.checkpoint}`, {summary.episodes} episodes, at most "
-        f"{summary.steps} planning steps, tolerance {summary.tolerance}.\n\n"
+        f"{summary.steps} planning steps, tolerance {summary.tolerance}"
+        f"{_dims_note(summary.success_dims)}.\n\n"
         "| controller | success rate | mean final distance |\n| --- | --- | --- |\n"
         f"| planner (CEM) | {summary.success_rate:.2f} | {summary.mean_final_distance:.3f} |\n"
         f"| random actions | {summary.random_success_rate:.2f} "

@@ -101,12 +101,38 @@ def state_spec(args: Any) -> Any:
     if args.state_fn:
         return StateSpec(function=args.state_fn)
     if args.state_dims:
-        try:
-            dims = tuple(int(v) for v in args.state_dims.split(","))
-        except ValueError as error:
-            raise UsageError(f"--state-dims must be comma-separated integers: {error}") from error
-        return StateSpec(dims=dims)
+        return StateSpec(dims=_indices("--state-dims", args.state_dims))
     return None
+
+
+def _indices(flag: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as error:
+        raise UsageError(f"{flag} must be comma-separated integers: {error}") from error
+
+
+def add_success_argument(parser: Any) -> None:
+    """--success-dims: the state dims success is measured on (eval-planning, diagnose)."""
+    parser.add_argument(
+        "--success-dims",
+        default=None,
+        metavar="I,J,..",
+        help=(
+            "state indices that success and distance use (default: all); the others, e.g. "
+            "joint velocities, only feed the predictor"
+        ),
+    )
+
+
+def success_dims(args: Any) -> tuple[int, ...] | None:
+    """The indices of --success-dims (None when not given)."""
+    if not args.success_dims:
+        return None
+    dims = _indices("--success-dims", args.success_dims)
+    if min(dims) < 0 or len(set(dims)) != len(dims):
+        raise UsageError(f"--success-dims must be distinct indices >= 0, got {args.success_dims}")
+    return dims
 
 
 def add_feature_arguments(parser: Any, defaults: str = "the dataset's") -> None:

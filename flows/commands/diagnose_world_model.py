@@ -7,7 +7,14 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
-from flows.commands.common import UsageError, add_state_arguments, emit_json, state_spec
+from flows.commands.common import (
+    UsageError,
+    add_state_arguments,
+    add_success_argument,
+    emit_json,
+    state_spec,
+    success_dims,
+)
 
 if TYPE_CHECKING:
     from tasks.planning.diagnose import DiagnoseConfig
@@ -54,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of env arguments")
     add_state_arguments(parser)
+    add_success_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.set_defaults(handler=run)
 
@@ -70,7 +78,8 @@ def _config(args: argparse.Namespace) -> DiagnoseConfig:
         raise UsageError("--env-kwargs must be a JSON object")
     names = [f.name for f in dataclasses.fields(DiagnoseConfig) if hasattr(args, f.name)]
     values = {name: getattr(args, name) for name in names}
-    values.update(checkpoint=local_uri(args.checkpoint), env_kwargs=kwargs, state=state_spec(args))
+    values.update(checkpoint=local_uri(args.checkpoint), env_kwargs=kwargs, state=state_spec(args),
+                  success_dims=success_dims(args))  # fmt: skip
     if min(values["goals"], values["candidates"], values["windows"], values["episodes"]) < 2:
         raise UsageError("--goals, --candidates, --windows and --episodes must be at least 2")
     return DiagnoseConfig(**values)
@@ -79,13 +88,16 @@ def _config(args: argparse.Namespace) -> DiagnoseConfig:
 def run(args: argparse.Namespace) -> int:
     from tasks import storage
     from tasks.planning.diagnose import diagnose, plot_diagnosis
-    from tasks.planning.evaluate import load_planner_model
+    from tasks.planning.evaluate import check_success_fits, load_planner_model
     from tasks.robot.collect import CollectError, check_env, make_env
     from tasks.runtime import local_uri
 
     config = _config(args)
     try:
-        check_env(make_env(config.env, config.env_kwargs, config.state))
+        env = make_env(config.env, config.env_kwargs, config.state)
+        check_env(env)
+        check_success_fits(env, config.success_dims)
+        env.close()
         model = load_planner_model(config.checkpoint)
     except (CollectError, FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error

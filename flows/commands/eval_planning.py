@@ -11,8 +11,10 @@ from flows.commands.common import (
     UsageError,
     add_feature_arguments,
     add_state_arguments,
+    add_success_argument,
     emit_json,
     state_spec,
+    success_dims,
 )
 
 ORDER = 70
@@ -63,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (then +1 each)")
     add_feature_arguments(parser, defaults="the world model's")
     add_state_arguments(parser)
+    add_success_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.set_defaults(handler=run)
 
@@ -115,7 +118,7 @@ def _env_kwargs(text: str) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from tasks import storage
-    from tasks.planning.evaluate import EvalConfig
+    from tasks.planning.evaluate import EvalConfig, check_success_fits
     from tasks.robot.collect import CollectError, check_env, make_env
     from tasks.runtime import local_uri
 
@@ -132,8 +135,12 @@ def run(args: argparse.Namespace) -> int:
             env_kwargs=_env_kwargs(args.env_kwargs),
             cem=_json_object("--cem", args.cem),
             state=state_spec(args),
+            success_dims=success_dims(args),
         )
-        check_env(make_env(config.env, config.env_kwargs, config.state))
+        env = make_env(config.env, config.env_kwargs, config.state)
+        check_env(env)
+        check_success_fits(env, config.success_dims)
+        env.close()
     except (ValueError, CollectError) as error:
         raise UsageError(str(error)) from error
     if args.token_env and not os.environ.get(args.token_env):

@@ -34,6 +34,8 @@ from tasks.planning.evaluate import (
     EvalConfig,
     WorldModelPlanner,
     action_repeat,
+    check_success_dims,
+    goal_distances,
     make_goal,
     planner_controller,
     random_controller,
@@ -68,6 +70,10 @@ class DiagnoseConfig:
     seed: int = 0
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     state: StateSpec | None = None  # the state for distances (None: info["state"] / observation)
+    success_dims: tuple[int, ...] | None = None  # the state dims distances use (None: all)
+
+    def __post_init__(self) -> None:
+        check_success_dims(self.success_dims)
 
 
 def quick_config(env: str, checkpoint: str, seed: int = 0, goal_steps: int = 10) -> DiagnoseConfig:
@@ -213,7 +219,7 @@ def energy_against_distance(probe: Probe) -> tuple[float, list[tuple[float, floa
         frames.append(frame)
         states.append(state)
     energies = probe.energy(np.stack(frames))  # (K,)
-    distances = np.linalg.norm(np.stack(states) - probe.goal_state, axis=1)  # (K,)
+    distances = goal_distances(np.stack(states), probe.goal_state, probe.config.success_dims)
     return spearman(energies, distances), list(
         zip(distances.tolist(), energies.tolist(), strict=True)
     )
@@ -313,6 +319,7 @@ def closed_loop(probes: list[Probe], config: DiagnoseConfig) -> dict[str, float]
     evaluation = EvalConfig(
         config.env, config.checkpoint, episodes=len(probes), tolerance=config.tolerance,
         max_steps=config.max_steps, goal_steps=config.goal_steps, seed=config.seed,
+        success_dims=config.success_dims,
     )  # fmt: skip
     learned = WorldModelPlanner(probes[0].model, seed=config.seed)
     finals: dict[str, list[float]] = {"perfect": [], "learned": [], "random": []}

@@ -74,8 +74,12 @@ class EvalConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     cem: dict[str, Any] = field(default_factory=dict)  # CEMConfig fields over the bundle's
     state: StateSpec | None = None  # the state for success (None: info["state"] / observation)
+    # The state dims success and distance are measured on (None: all). The rest (velocities,
+    # say) only feed the predictor: a proprioceptive state beside the one the goal sets.
+    success_dims: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        check_success_dims(self.success_dims)
         if min(self.episodes, self.max_steps, self.goal_steps) < 1:
             raise ValueError("episodes, max_steps and goal_steps must be >= 1")
         if self.tolerance <= 0:
@@ -148,6 +152,32 @@ def _observe(env: Any, observation: Any, info: dict[str, Any]) -> tuple[np.ndarr
     return frame, extract_state(observation, info, env.observation_space)
 
 
+def check_success_dims(dims: tuple[int, ...] | None) -> None:
+    if dims is not None and (not dims or min(dims) < 0 or len(set(dims)) != len(dims)):
+        raise ValueError(f"success dims must be distinct indices >= 0, got {list(dims)}")
+
+
+def goal_distances(
+    states: np.ndarray, goal_state: np.ndarray, dims: tuple[int, ...] | None
+) -> np.ndarray:
+    """Distance to the goal on the success dims: `states (..., S)` -> `(...)`."""
+    if dims is not None and max(dims) >= goal_state.shape[-1]:
+        raise ValueError(
+            f"success dims {list(dims)} are outside the env's {goal_state.shape[-1]}-dim state; "
+            f"pick indices below {goal_state.shape[-1]} (CLI: --success-dims)"
+        )
+    picked = list(dims) if dims is not None else slice(None)
+    difference = np.asarray(states)[..., picked] - np.asarray(goal_state)[..., picked]
+    return np.asarray(np.linalg.norm(difference, axis=-1))
+
+
+def check_success_fits(env: Any, dims: tuple[int, ...] | None) -> None:
+    """Fail fast (ValueError) when the success dims are outside the env's state."""
+    if dims is not None:
+        _, state = _observe(env, *env.reset(seed=0))
+        goal_distances(state, state, dims)
+
+
 def make_goal(env: Any, seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Goal frame and state: `steps` random actions from `reset(seed=seed)`."""
     observation, info = env.reset(seed=seed)
@@ -170,7 +200,7 @@ def run_episode(
     """(initial distance, final distance, control steps) of one controller from `reset(seed)`."""
     observation, info = env.reset(seed=seed)
     frame, state = _observe(env, observation, info)
-    initial = distance = float(np.linalg.norm(state - goal_state))
+    initial = distance = float(goal_distances(state, goal_state, config.success_dims))
     steps = 0
     while steps < config.max_steps and distance > config.tolerance:
         action = controller(frame, state)
@@ -181,7 +211,7 @@ def run_episode(
                 ended = True
                 break
         frame, state = _observe(env, observation, info)
-        distance = float(np.linalg.norm(state - goal_state))
+        distance = float(goal_distances(state, goal_state, config.success_dims))
         steps += 1
         if ended:
             break
@@ -301,6 +331,7 @@ def summarise(
         "steps": config.max_steps,
         "goal_steps": config.goal_steps,
         "tolerance": config.tolerance,
+        "success_dims": list(config.success_dims) if config.success_dims is not None else None,
         "action_repeat": repeat,
         "success_rate": float(np.mean([r.success for r in planned])),
         "mean_final_distance": float(np.mean([r.final_distance for r in planned])),

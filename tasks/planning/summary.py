@@ -38,6 +38,7 @@ class PlanningSummary(JobSummary):
     random_episodes: list[EpisodeResult]
     plot: str | None = None  # final_distance.png, once published
     results: str | None = None  # results.json, once published
+    success_dims: list[int] | None = None  # the state dims success used (None: all)
     # payload keys this class does not name yet (kept, so results.json and --json lose nothing)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -70,6 +70,16 @@ def test_blind_predictor_fails_ranking_and_action_gain(
         assert (output / name).stat().st_size > 0
 
 
+def test_success_dims_outside_the_state_stop_with_what_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = _blind_model(tmp_path / "blind")
+    argv = ["diagnose-world-model", "--checkpoint", str(bundle), "--env", ENV, *SMALL]
+    assert main([*argv, "--output", str(tmp_path / "d"), "--success-dims", "0,2"]) == 2
+    assert "outside the env's 2-dim state" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "diagnosis.json").exists()
+
+
 def test_trained_predictor_passes_the_action_checks(
     trained_world_model: tuple[str, PosttrainJob, list],
 ) -> None:

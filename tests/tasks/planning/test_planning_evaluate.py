@@ -4,6 +4,7 @@ post-trained world model, where CEM planning must beat random actions."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from tasks.planning.evaluate import EvalConfig, WorldModelPlanner, action_repeat, evaluate
+from tasks.planning.evaluate import (
+    EvalConfig,
+    WorldModelPlanner,
+    action_repeat,
+    evaluate,
+    goal_distances,
+)
 from tasks.robot.collect import make_env
 from tasks.robot.env import PointReachEnv, disc_centre
 from tasks.training.posttrain import PosttrainJob
@@ -52,6 +59,26 @@ def test_action_repeat_follows_the_control_rate() -> None:
     assert action_repeat(env, 5.0, 3) == 3
     with pytest.raises(ValueError, match="tolerance"):
         EvalConfig(ENV, "c", tolerance=0.0)
+
+
+def test_success_dims_leave_the_other_state_dims_to_the_predictor() -> None:
+    states = np.array([[0.0, 0.0, 5.0], [3.0, 4.0, -5.0]])  # (2, S): position, then a velocity
+    goal = np.array([0.0, 0.0, 0.0])
+    np.testing.assert_allclose(goal_distances(states, goal, (0, 1)), [0.0, 5.0])
+    np.testing.assert_allclose(goal_distances(states, goal, None), [5.0, np.sqrt(50.0)])
+    with pytest.raises(ValueError, match="outside the env's 3-dim state"):
+        goal_distances(states, goal, (0, 3))
+    for bad in ((), (-1,), (0, 0)):
+        with pytest.raises(ValueError, match="distinct indices"):
+            EvalConfig(ENV, "c", success_dims=bad)
+    # The summary says which dims it used; on PointReach (state = position) dims 0,1 are all.
+    config = EvalConfig(ENV, "unused", episodes=2, tolerance=0.05, max_steps=30, goal_steps=20)
+    whole = evaluate(config, OraclePlanner(), progress=None)
+    picked = evaluate(replace(config, success_dims=(0, 1)), OraclePlanner(), progress=None)
+    assert (whole["success_dims"], picked["success_dims"]) == (None, [0, 1])
+    assert picked["mean_initial_distance"] == whole["mean_initial_distance"] > 0.1
+    one_axis = evaluate(replace(config, success_dims=(0,)), OraclePlanner(), progress=None)
+    assert one_axis["mean_initial_distance"] < whole["mean_initial_distance"]
 
 
 def test_planner_beats_random_actions(
@@ -100,6 +127,10 @@ def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "unknown env" in capsys.readouterr().err
     assert main([*missing, "--env-kwargs", "[1]"]) == 2
     assert "JSON object" in capsys.readouterr().err
+    for bad, message in (("0,x", "comma-separated integers"), ("1,1", "distinct indices"),
+                         ("0,2", "outside the env's 2-dim state")):  # fmt: skip
+        assert main([*missing, "--success-dims", bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 class NoisePlanner(WorldModelPlanner):

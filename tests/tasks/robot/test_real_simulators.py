@@ -3,10 +3,12 @@ namespaced ids that import their package, frame sizes that are not multiples of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +37,35 @@ def test_reacher_renders_headless_with_the_fingertip_as_state() -> None:
     np.testing.assert_array_equal(again.reset(seed=0)[0], observation)  # deterministic by seed
     env.close()
     again.close()
+
+
+def test_proprio_state_is_the_fingertip_then_the_joint_velocities() -> None:
+    """Success on dims 0,1 of `reacher_proprio` is success on the fingertip state."""
+    from tasks.planning.evaluate import EvalConfig, evaluate
+
+    proprio = StateSpec(function="tasks.robot.state_maps:reacher_proprio")
+    env = make_env("Reacher-v5", REACHER, proprio)
+    observation, info = env.reset(seed=0)
+    for _ in range(3):
+        observation, _, _, _, info = env.step(np.ones(2, dtype=np.float32))
+    np.testing.assert_allclose(info["state"][:2], observation[4:6] + observation[8:10], atol=1e-6)
+    np.testing.assert_allclose(info["state"][2:], observation[6:8], atol=1e-6)
+    assert np.abs(info["state"][2:]).max() > 0.1  # the arm is moving
+    env.close()
+
+    class Still:
+        def plan(self, frame: Any, state: Any, goal: Any, previous_plan: Any = None) -> Any:
+            return np.zeros((1, 2), dtype=np.float32)
+
+    base = EvalConfig("Reacher-v5", "unused", episodes=2, max_steps=2, goal_steps=5,
+                      env_kwargs=REACHER)  # fmt: skip
+    runs = [
+        evaluate(dataclasses.replace(base, state=state, success_dims=dims), Still(), progress=None)
+        for state, dims in ((FINGERTIP, None), (proprio, (0, 1)), (proprio, None))
+    ]
+    finals = [[row["final_distance"] for row in run["planner_episodes"]] for run in runs]
+    np.testing.assert_allclose(finals[1], finals[0], atol=1e-6)
+    assert all(v > f for v, f in zip(finals[2], finals[0], strict=True))  # velocities counted
 
 
 def test_collect_keeps_the_env_frame_rate_and_the_chosen_state(tmp_path: Path) -> None:
