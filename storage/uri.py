@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,25 @@ def join(base: str, *parts: str) -> str:
     if "://" in base:
         return posixpath.join(base.rstrip("/"), *parts)
     return os.path.join(base, *parts)
+
+
+def relative_names(uris: Iterable[str]) -> dict[str, str]:
+    """Each URI relative to the deepest folder that all of them share (the file name when they
+    share their folder). The names stay the same when the whole tree moves (another workdir,
+    local to `s3://`), so seeded splits and orders made from them do too."""
+    unique = sorted(set(uris))
+    common: list[str] | None = None
+    for uri in unique:
+        folder = uri.rsplit("/", 1)[0].split("/") if "/" in uri else []
+        if common is None:
+            common = folder
+            continue
+        shared = 0
+        while shared < min(len(common), len(folder)) and common[shared] == folder[shared]:
+            shared += 1
+        common = common[:shared]
+    cut = len("/".join(common)) + 1 if common else 0
+    return {uri: uri[cut:] for uri in unique}
 
 
 def unstrip(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -3,8 +3,10 @@
 A source is committed by writing `OUTPUT/_staging/done/<key>.json` *after* its
 parts; a rerun loads these markers and skips those sources. The final
 assembly depends only on the committed results, never on timing: kept clips are
-sorted by clip id and cut into shards of `rows_per_shard` rows, so an
-interrupted-and-resumed run writes byte-identical shards and an equal manifest.
+sorted by a hash of their source's name (relative to the sources' shared folder)
+and span, and cut into shards of `rows_per_shard` rows, so an interrupted-and-resumed
+run writes byte-identical shards and an equal manifest, and the clip order is the
+same wherever the videos lie.
 Assembly holds the kept clips of the run in memory (fine for one machine's
 worth of clips; a cluster-scale dataset would sort with Ray Data instead).
 
@@ -105,12 +107,24 @@ def load_committed(output: str) -> dict[str, SourceResult]:
 
 
 def _committed_clips(output: str, results: Iterable[SourceResult]) -> tuple[pa.Table, pa.Array]:
-    """All kept clips (parts memory-mapped where possible) and their order by clip id."""
+    """All kept clips (parts memory-mapped where possible) and their order: by a hash of each
+    clip's source name relative to the sources' shared folder and its span (a pseudo-random
+    mix of sources), so the clip order, and the training order the seed makes from it, is the
+    same wherever the videos lie (clip ids hash the full source URI)."""
     uris = [storage.join(output, part) for result in results for part in result.parts]
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
         table = pa.concat_tables([SHARD_SCHEMA.empty_table(), *pool.map(read_part, uris)])
+    sources = table["source"].to_pylist()
+    names = storage.relative_names(sources)
+    spans = zip(sources, table["start_s"].to_pylist(), table["end_s"].to_pylist(), strict=True)
+    mix = [
+        hashlib.sha256(f"{names[source]}#{start:.6f}-{end:.6f}".encode()).hexdigest()
+        for source, start, end in spans
+    ]
+    keys = pa.table({"mix": pa.array(mix, pa.string()), "clip_id": table["clip_id"]})
     # Only the order is computed here; each shard gathers its own rows (`_gather`).
-    return table, pc.sort_indices(table["clip_id"])
+    order = [("mix", "ascending"), ("clip_id", "ascending")]
+    return table, pc.sort_indices(keys, sort_keys=order)
 
 
 def _gather(table: pa.Table, indices: pa.Array) -> pa.Table:

@@ -123,11 +123,15 @@ def read_labels(uri: str, column: str) -> dict[str, int]:
 
 
 def split_sources(labels: dict[str, int], fraction: float, seed: int) -> set[str]:
-    """Held-out sources: per class, the `fraction` with the smallest seeded hash (at least one)."""
+    """Held-out sources: per class, the `fraction` with the smallest seeded hash (at least one).
+
+    The hash is of each source's name relative to the folder all sources share, so the split
+    is the same wherever the videos lie (`storage.relative_names`)."""
     heldout: set[str] = set()
+    names = storage.relative_names(labels)
     for label in sorted(set(labels.values())):
         members = [source for source, value in labels.items() if value == label]
-        members.sort(key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+        members.sort(key=lambda s: hashlib.sha256(f"{seed}:{names[s]}".encode()).hexdigest())
         if len(members) > 1:
             heldout.update(members[: max(1, round(fraction * len(members)))])
     return heldout

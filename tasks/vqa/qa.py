@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+from tasks import storage
 from tasks.tables import read_table
 
 QA_FILE = "qa.parquet"
@@ -90,8 +91,10 @@ class QAItem:
 
 
 def heldout_sources(sources: Sequence[str], fraction: float, seed: int) -> set[str]:
-    """The `fraction` of distinct sources with the smallest seeded hash (at least one)."""
-    unique = sorted(set(sources), key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+    """The `fraction` of distinct sources with the smallest seeded hash (at least one), hashed
+    by name relative to their shared folder: the same split wherever the videos lie."""
+    names = storage.relative_names(sources)
+    unique = sorted(names, key=lambda s: hashlib.sha256(f"{seed}:{names[s]}".encode()).hexdigest())
     if len(unique) < 2:
         return set()
     return set(unique[: max(1, round(fraction * len(unique)))])

@@ -82,3 +82,18 @@ def test_folder_up_and_down_with_the_marker_last(
     cached = storage.cached_copy(uri, str(tmp_path / "cache"), ("a.bin", "spec.json"))
     assert sorted(p.name for p in cached.iterdir()) == ["a.bin", "spec.json"]
     assert storage.cached_copy(uri, str(tmp_path / "cache")) == cached  # reused, not copied
+
+
+def test_relative_names_drop_the_shared_folder_only() -> None:
+    assert storage.relative_names(["/w/a/videos/x.mp4", "/w/a/videos/y.mp4"]) == {
+        "/w/a/videos/x.mp4": "x.mp4",
+        "/w/a/videos/y.mp4": "y.mp4",
+    }
+    nested = storage.relative_names(["s3://b/v/one/x.mp4", "s3://b/v/two/x.mp4"])
+    assert nested == {"s3://b/v/one/x.mp4": "one/x.mp4", "s3://b/v/two/x.mp4": "two/x.mp4"}
+    moved = storage.relative_names(["s3://b/v/one/x.mp4".replace("s3://b", "/tmp/c"),
+                                    "/tmp/c/v/two/x.mp4"])  # fmt: skip
+    assert sorted(moved.values()) == sorted(nested.values())
+    assert storage.relative_names(["/only/clip.mp4"]) == {"/only/clip.mp4": "clip.mp4"}
+    assert storage.relative_names(["a.mp4", "b/c.mp4"]) == {"a.mp4": "a.mp4", "b/c.mp4": "b/c.mp4"}
+    assert storage.relative_names([]) == {}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from tasks import storage
 from tasks.curation.config import CurationConfig
 from tasks.curation.dataset import SourceResult, assemble_dataset, commit_source, load_committed
 from tasks.curation.decode import clip_id
@@ -91,12 +92,16 @@ def test_commit_and_assembly_are_deterministic(tmp_path: Path) -> None:
     folder = tmp_path / "shards" / manifest["version"]  # the stale flat shard is gone
     assert [p.name for p in (tmp_path / "shards").iterdir()] == [manifest["version"]]
     assert sorted(p.name for p in folder.iterdir()) == [f"shard-0000{i}.parquet" for i in range(3)]
-    ids = [
-        i
-        for s in manifest["shards"]
-        for i in pq.read_table(tmp_path / s["path"])["clip_id"].to_pylist()
+    rows = [r for s in manifest["shards"] for r in pq.read_table(tmp_path / s["path"]).to_pylist()]
+    assert len({row["clip_id"] for row in rows}) == 5
+    names = storage.relative_names(row["source"] for row in rows)
+    mix = [  # the documented order (docs/data-contracts.md): independent of the sources' folder
+        hashlib.sha256(
+            f"{names[r['source']]}#{r['start_s']:.6f}-{r['end_s']:.6f}".encode()
+        ).digest()
+        for r in rows
     ]
-    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert mix == sorted(mix) and set(names.values()) <= {"a.mp4", "b.mp4"}
     first = manifest["shards"][0]
     assert hashlib.sha256((tmp_path / first["path"]).read_bytes()).hexdigest() == first["sha256"]
     rejected = pq.read_table(tmp_path / "rejected.parquet").to_pylist()

@@ -33,6 +33,18 @@ def test_text_columns_map_to_sorted_class_names(tmp_path: Path) -> None:
     assert len(heldout & {"b.mp4", "d.mp4"}) == 1
 
 
+def test_the_split_is_the_same_wherever_the_videos_lie() -> None:
+    """Sources are hashed by their name in the folder they share, not by the full URI."""
+    from tasks.vqa.qa import heldout_sources
+
+    names = [f"clip_{i:03d}.mp4" for i in range(40)]
+    for folders in (("/tmp/demo12/videos", "s3://bucket/runs/7/videos"), ("/a", "/b/c/d")):
+        labels = [{f"{folder}/{name}": i % 3 for i, name in enumerate(names)} for folder in folders]
+        probe = [{s.rsplit("/", 1)[1] for s in split_sources(lab, 0.25, 0)} for lab in labels]
+        qa = [{s.rsplit("/", 1)[1] for s in heldout_sources(list(lab), 0.25, 0)} for lab in labels]
+        assert probe[0] == probe[1] and qa[0] == qa[1] and len(qa[0]) == 10
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
