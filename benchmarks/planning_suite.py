@@ -109,6 +109,7 @@ class EnvResult:
     diagnosis: dict[str, float] = dataclasses.field(default_factory=dict)  # part -> value
     verdicts: dict[str, bool] = dataclasses.field(default_factory=dict)  # part -> passed
     finding: str = ""
+    gain_ceiling: float | None = None  # the diagnosis's gain of perfect dynamics (fresh windows)
     diagnose_seconds: float = 0.0
 
     def targets(self) -> dict[str, bool]:
@@ -265,6 +266,7 @@ def with_diagnosis(
         diagnosis={part.name: round(part.value, 4) for part in found.parts},
         verdicts={part.name: part.passed for part in found.parts},
         finding=found.finding,
+        gain_ceiling=found.action_gain_ceiling,
         diagnose_seconds=round(time.monotonic() - started, 1),
     )
 
@@ -280,8 +282,9 @@ def report(results: list[EnvResult]) -> None:
     for r in results:
         missed = [name for name, met in r.targets().items() if not met]
         verdicts = ", ".join(f"{k} {'ok' if v else 'FAIL'}" for k, v in r.verdicts.items())
+        ceiling = f"; gain ceiling {r.gain_ceiling:.3f}" if r.gain_ceiling is not None else ""
         print(f"  {r.env}: targets {'all met' if not missed else 'missed: ' + ', '.join(missed)}"
-              f"; diagnosis: {verdicts or 'not run'}")  # fmt: skip
+              f"; diagnosis: {verdicts or 'not run'}{ceiling}")  # fmt: skip
         if r.adapt_steps:
             print(f"  {r.env}: encoder adapted {r.adapt_steps} steps on its videos in "
                   f"{r.adapt_seconds:.0f} s, pretraining loss {r.adapt_loss}")  # fmt: skip

@@ -109,6 +109,8 @@ class Diagnosis:
     planner: dict[str, float]
     energy_vs_distance: list[tuple[float, float]]
     predicted_vs_true: list[tuple[float, float]]
+    # part 3's gain for perfect dynamics on the same windows: the most this env lets a model score
+    action_gain_ceiling: float = 0.0
 
 
 def rank_threshold(count: int) -> float:
@@ -182,6 +184,10 @@ def state_tensor(state: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(state, dtype=torch.float32).reshape(1, 1, -1)  # (1, 1, S)
 
 
+def _share(value: float, ceiling: float) -> str:
+    return f"{value / ceiling:.0%}" if ceiling > 1e-9 else "n/a"
+
+
 def verdict(name: str, value: float, threshold: float, detail: str) -> PartResult:
     return PartResult(name, round(value, 4), threshold, bool(value >= threshold), detail)
 
@@ -243,14 +249,19 @@ def candidate_ranking(probe: Probe) -> tuple[float, float, list[tuple[float, flo
     )
 
 
-def env_windows(probe: Probe, count: int) -> dict[str, np.ndarray]:
-    """`count` fresh 3-frame windows of random actions at the model's control rate."""
+def env_windows(probe: Probe, count: int, given: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """`count` fresh 3-frame windows at the model's control rate: random actions, or window
+    `i` from its own start with `given[i]` (`(count, 2, A)`)."""
     frames, states, actions = [], [], []
     for index in range(count):
         replay = Replayer(probe.env, probe.seed * 1000 + index, probe.repeat)
         first, state = _start_of(replay)
         window_frames, window_states = [first], [state]
-        chosen = probe.random_actions(2, salt=100 + index).astype(np.float32)
+        chosen = (
+            given[index]
+            if given is not None
+            else probe.random_actions(2, salt=100 + index).astype(np.float32)
+        )
         for action in chosen:
             frame, state = replay.frame_after(action)
             replay.prefix.append(action)
@@ -269,11 +280,17 @@ def _start_of(replay: Replayer) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def action_gain(probe: Probe, count: int) -> float:
-    """Part 3: shuffled-action gain of the learned predictor on fresh env windows."""
+def action_gain(probe: Probe, count: int) -> tuple[float, float]:
+    """Part 3: shuffled-action gain of the learned predictor on fresh env windows, and of
+    perfect dynamics on the same windows: the true frames each window's start gives under
+    the other window's actions, against its own true frames. That is the most this env's
+    frames let any model score (the gain's ceiling: low where much of the image moves on its
+    own, as in DistractorReach)."""
     windows = env_windows(probe, count)
     model = probe.model
     features = model.encode_frames(torch.as_tensor(windows["frames"]))  # (B, 3*N, D)
+    swapped = env_windows(probe, count, given=np.roll(windows["actions"], 1, axis=0))
+    swapped_features = model.encode_frames(torch.as_tensor(swapped["frames"]))  # (B, 3*N, D)
     actions = torch.as_tensor(windows["actions"], dtype=torch.float32)  # (B, 2, A)
     states = torch.as_tensor(windows["states"], dtype=torch.float32)  # (B, 3, S)
     normalizer = model.spec.normalizer()
@@ -281,7 +298,11 @@ def action_gain(probe: Probe, count: int) -> float:
         actions, states = normalizer.normalize_actions(actions), normalizer.normalize_states(states)
     true, copy = rollout_errors(model.predictor, features, actions, states)  # (B, 2) each
     other, _ = rollout_errors(model.predictor, features, shuffled(actions), states)
-    return float((other - true).sum() / copy.sum().clamp_min(1e-12))
+    tokens = model.predictor.config.tokens_per_frame
+    own, moved = (f.unflatten(1, (-1, tokens))[:, 1:] for f in (features, swapped_features))
+    perfect = (moved - own).abs().mean(dim=(2, 3))  # (B, 2): a perfect model's rise
+    total = copy.sum().clamp_min(1e-12)
+    return float((other - true).sum() / total), float(perfect.sum() / total)
 
 
 def perfect_dynamics_controller(
@@ -380,7 +401,7 @@ def diagnose(config: DiagnoseConfig, model: WorldModel) -> Diagnosis:
     probes = [Probe(config, model, index) for index in range(max(config.goals, config.episodes))]
     walks = [energy_against_distance(p) for p in probes[: config.goals]]
     rankings = [candidate_ranking(p) for p in probes[: config.goals]]
-    gain = action_gain(probes[0], config.windows)
+    gain, ceiling = action_gain(probes[0], config.windows)
     figures = closed_loop(probes[: config.episodes], config)
     rank = pooled_spearman([r[2] for r in rankings])
     count = sum(len(r[2]) for r in rankings)
@@ -399,13 +420,15 @@ def diagnose(config: DiagnoseConfig, model: WorldModel) -> Diagnosis:
         ),
         "action_gain": verdict(
             "action_gain", gain, MIN_ACTION_GAIN,
-            f"shuffled-action gain on {config.windows} fresh env windows (relative to copy)",
+            f"shuffled-action gain on {config.windows} fresh env windows (relative to copy); "
+            f"perfect dynamics scores {ceiling:.3f} on them ({_share(gain, ceiling)} of it)",
         ),
         "planner": planner_part(figures),
     }  # fmt: skip
     return Diagnosis(
         env=config.env,
         checkpoint=config.checkpoint,
+        action_gain_ceiling=round(ceiling, 4),
         parts=list(parts.values()),
         finding=finding(parts, figures),
         planner=figures,

@@ -17,6 +17,8 @@ from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
 from tasks.planning.diagnose import (
     DiagnoseConfig,
     PartResult,
+    Probe,
+    action_gain,
     diagnose,
     finding,
     pooled_spearman,
@@ -64,10 +66,24 @@ def test_blind_predictor_fails_ranking_and_action_gain(
     assert parts["representation"]["passed"]  # PointReach frames order states by distance
     assert not parts["ranking"]["passed"] and not parts["action_gain"]["passed"]
     assert parts["action_gain"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["action_gain_ceiling"] > 0.5  # what perfect dynamics scores on PointReach
+    assert "perfect dynamics scores" in parts["action_gain"]["detail"]
     assert summary["finding"].startswith("dynamics")
     assert "FAIL action_gain" in printed
     for name in ("energy_vs_distance.png", "predicted_vs_true.png", "diagnosis.json"):
         assert (output / name).stat().st_size > 0
+
+
+def test_the_gain_ceiling_is_low_where_the_image_moves_on_its_own(tmp_path: Path) -> None:
+    """Perfect dynamics on fresh windows: distractors and a scrolling grid that no action moves
+    make most of the copy error, so even a perfect model's shuffled-action gain is small."""
+    model = load_planner_model(str(_blind_model(tmp_path / "blind")))
+    ceilings = {}
+    for env in (ENV, "vjepa/DistractorReach-v0"):
+        probe = Probe(DiagnoseConfig(env, "unused", goal_steps=2), model, 0)
+        gain, ceilings[env] = action_gain(probe, 12)
+        assert gain == pytest.approx(0.0, abs=1e-6)  # the blind predictor, whatever the env
+    assert ceilings[ENV] > 0.5 and ceilings["vjepa/DistractorReach-v0"] < 0.5 * ceilings[ENV]
 
 
 def test_success_dims_outside_the_state_stop_with_what_to_fix(
