@@ -9,6 +9,11 @@ goals, over all states and over the farther half (where issue 14's diagnosis fou
 energy flat). No training: this measures the representation part alone; closed-loop figures
 come from `benchmarks/planning_suite.py --cem '{"energy": ...}'`.
 
+It also prints each env's shuffled-action gain ceiling: the gain perfect dynamics scores on
+`--windows` fresh 3-frame windows (`tasks.planning.diagnose.perfect_dynamics_gain`, what
+`diagnose-world-model` reports beside part 3), the most any predictor can score there with
+this encoder.
+
 The last line is one JSON object; "ratio" is the smallest, over the envs, of the L2 Spearman
 over the L1 one (all states; > 1: the squared energy orders states better everywhere).
 """
@@ -27,7 +32,13 @@ from modeling.ac_predictor import ACPredictor, ac_tiny
 from modeling.cem import ENERGY_METRICS, feature_distance
 from modeling.encoder import VisionEncoder, tiny
 from modeling.world_model import WorldModel, WorldModelSpec
-from tasks.planning.diagnose import spearman
+from tasks.planning.diagnose import (
+    DiagnoseConfig,
+    Probe,
+    env_windows,
+    perfect_dynamics_gain,
+    spearman,
+)
 from tasks.planning.evaluate import EvalConfig, make_goal
 from tasks.robot import ENV_SUITE
 from tasks.robot.collect import check_env, extract_state, make_env, render_frame
@@ -91,6 +102,12 @@ def measure(env_id: str, model: WorldModel, args: argparse.Namespace) -> list[Me
     ]
 
 
+def gain_ceiling(env_id: str, model: WorldModel, windows: int) -> float:
+    """The shuffled-action gain of perfect dynamics on `windows` fresh windows of `env_id`."""
+    probe = Probe(DiagnoseConfig(env_id, "unused", windows=windows), model, 0)
+    return round(perfect_dynamics_gain(probe, env_windows(probe, windows)), 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="*", default=list(ENV_SUITE))
@@ -100,6 +117,8 @@ def main() -> None:
     parser.add_argument("--goal-steps", type=int, default=EvalConfig.goal_steps)
     parser.add_argument("--seed", type=int, default=10_000, help="first goal's env seed")
     parser.add_argument("--encoder-seed", type=int, default=0)
+    parser.add_argument("--windows", type=int, default=DiagnoseConfig.windows,
+                        help="fresh windows for the gain ceiling")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = encoder_model(args.encoder_seed)
@@ -107,9 +126,14 @@ def main() -> None:
     print(f"{'env':28s} {'metric':6s} {'spearman':>9s} {'far half':>9s}")
     for r in results:
         print(f"{r.env:28s} {r.metric:6s} {r.spearman_all:9.3f} {r.spearman_far:9.3f}")
+    ceilings = {env: gain_ceiling(env, model, args.windows) for env in args.envs}
+    print(f"\n{'env':28s} {'gain ceiling':>12s}")
+    for env, value in ceilings.items():
+        print(f"{env:28s} {value:12.3f}")
     by_env = {(r.env, r.metric): r.spearman_all for r in results}
     ratios = [by_env[env, "l2"] / max(by_env[env, "l1"], 1e-3) for env in args.envs]
-    print(json.dumps({"ratio": round(min(ratios), 3), "results": [asdict(r) for r in results]}))
+    print(json.dumps({"ratio": round(min(ratios), 3), "results": [asdict(r) for r in results],
+                      "gain_ceilings": ceilings}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -281,16 +281,11 @@ def _start_of(replay: Replayer) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.no_grad()
 def action_gain(probe: Probe, count: int) -> tuple[float, float]:
-    """Part 3: shuffled-action gain of the learned predictor on fresh env windows, and of
-    perfect dynamics on the same windows: the true frames each window's start gives under
-    the other window's actions, against its own true frames. That is the most this env's
-    frames let any model score (the gain's ceiling: low where much of the image moves on its
-    own, as in DistractorReach)."""
+    """Part 3: shuffled-action gain of the learned predictor on fresh env windows, and the
+    ceiling on the same windows (`perfect_dynamics_gain`)."""
     windows = env_windows(probe, count)
     model = probe.model
     features = model.encode_frames(torch.as_tensor(windows["frames"]))  # (B, 3*N, D)
-    swapped = env_windows(probe, count, given=np.roll(windows["actions"], 1, axis=0))
-    swapped_features = model.encode_frames(torch.as_tensor(swapped["frames"]))  # (B, 3*N, D)
     actions = torch.as_tensor(windows["actions"], dtype=torch.float32)  # (B, 2, A)
     states = torch.as_tensor(windows["states"], dtype=torch.float32)  # (B, 3, S)
     normalizer = model.spec.normalizer()
@@ -298,11 +293,28 @@ def action_gain(probe: Probe, count: int) -> tuple[float, float]:
         actions, states = normalizer.normalize_actions(actions), normalizer.normalize_states(states)
     true, copy = rollout_errors(model.predictor, features, actions, states)  # (B, 2) each
     other, _ = rollout_errors(model.predictor, features, shuffled(actions), states)
-    tokens = model.predictor.config.tokens_per_frame
-    own, moved = (f.unflatten(1, (-1, tokens))[:, 1:] for f in (features, swapped_features))
-    perfect = (moved - own).abs().mean(dim=(2, 3))  # (B, 2): a perfect model's rise
-    total = copy.sum().clamp_min(1e-12)
-    return float((other - true).sum() / total), float(perfect.sum() / total)
+    gain = float((other - true).sum() / copy.sum().clamp_min(1e-12))
+    return gain, perfect_dynamics_gain(probe, windows, features)
+
+
+@torch.no_grad()
+def perfect_dynamics_gain(
+    probe: Probe, windows: dict[str, np.ndarray], features: torch.Tensor | None = None
+) -> float:
+    """The shuffled-action gain of perfect dynamics on `windows` (from `env_windows`): the
+    true frames each window's start gives under the other window's actions against its own
+    true frames, over the copy error. The most this env's frames let any model score: low
+    where much of the image moves on its own (DistractorReach). Needs the encoder only."""
+    model = probe.model
+    if features is None:
+        features = model.encode_frames(torch.as_tensor(windows["frames"]))  # (B, 3*N, D)
+    swapped = env_windows(probe, len(windows["actions"]), np.roll(windows["actions"], 1, axis=0))
+    moved = model.encode_frames(torch.as_tensor(swapped["frames"]))  # (B, 3*N, D)
+    steps = windows["frames"].shape[1]
+    own, other = (f.unflatten(1, (steps, -1)) for f in (features, moved))  # (B, 3, N, D)
+    perfect = (other[:, 1:] - own[:, 1:]).abs().mean(dim=(2, 3))  # (B, 2)
+    copy = (own[:, :1] - own[:, 1:]).abs().mean(dim=(2, 3))  # (B, 2)
+    return float(perfect.sum() / copy.sum().clamp_min(1e-12))
 
 
 def perfect_dynamics_controller(
