@@ -27,9 +27,16 @@ class ServerUnavailableError(RuntimeError):
 
 
 class HttpPlanner:
-    """`Planner` over `serving.client.PlannerClient` (the server shifts the previous plan)."""
+    """`Planner` over `serving.client.PlannerClient` (the server shifts the previous plan).
 
-    def __init__(self, url: str, token: str | None, model: str | None = None) -> None:
+    Every request carries a seed (`seed`, then +1 per request), so the server plans it with
+    its own generator and an evaluation repeats exactly, as the in-process one does; an
+    unseeded request would draw from the replica's shared generator, whose state depends on
+    every request the replica served before."""
+
+    def __init__(
+        self, url: str, token: str | None, model: str | None = None, seed: int = 0
+    ) -> None:
         try:
             from serving.client import PlannerClient
         except ImportError as error:
@@ -42,9 +49,14 @@ class HttpPlanner:
         # read by the eval's controller, as on `WorldModelPlanner`: the served spread and no-op
         self.last_spread: float | None = None
         self.last_confident = True
+        self.seed, self.requests = seed, 0
 
     def plan(self, frame: Any, state: Any, goal: Any, previous_plan: Any = None) -> Any:
-        result = self.client.plan(frame, state, goal, previous_plan, model=self.model)
+        seed = self.seed * 1_000_003 + self.requests  # a fresh draw per request, the same per run
+        self.requests += 1
+        result = self.client.plan(
+            frame, state, goal, previous_plan, model=self.model, seed=seed % 2**63
+        )
         self.last_spread, self.last_confident = result.energy_spread, not result.noop
         return result.actions
 
@@ -64,7 +76,7 @@ def make_planner(
         token = os.environ.get(token_env) if token_env else None
         if token_env and not token:
             raise ValueError(f"--token-env {token_env}: that environment variable is not set")
-        planner = HttpPlanner(server, token)
+        planner = HttpPlanner(server, token, seed=config.seed)
         return planner, planner.control_fps()
     from tasks.planning.evaluate import WorldModelPlanner, load_planner_model
 

@@ -71,6 +71,10 @@ def test_eval_planning_through_the_server(
     print("planning via server", {k: v for k, v in summary.items() if not k.endswith("episodes")})
     assert summary["action_repeat"] == 2  # the control rate came from /v1/models
     assert summary["mean_final_distance"] < summary["mean_initial_distance"]
+    # Seeded requests: a second run through the same (now warm) replica repeats the first.
+    assert main([*argv, "--output", str(tmp_path / "again"), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["planner_episodes"] == summary["planner_episodes"]
     monkeypatch.delenv("PLANNER_TOKEN")
     assert main(argv) == 2
     assert "PLANNER_TOKEN" in capsys.readouterr().err
