@@ -17,17 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from flows.local_serve import free_port
+
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for_port(port: int, timeout: float = 30.0) -> None:
@@ -43,7 +39,7 @@ def _wait_for_port(port: int, timeout: float = 30.0) -> None:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3 API (moto_server) on loopback; sets the AWS_* variables for the run."""
-    port = _free_port()
+    port = free_port()
     executable = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     process = subprocess.Popen(
         [executable, "-H", "127.0.0.1", "-p", str(port)],

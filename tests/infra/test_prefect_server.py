@@ -6,7 +6,6 @@ artifacts read back through the API, and a failing run ends Failed with the plat
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from uuid import UUID
 import httpx
 import pytest
 
+from flows.local_serve import free_port
+
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, State
 
@@ -25,12 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 pytestmark = [pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 420) -> None:
@@ -56,7 +51,7 @@ def _cli(env: dict[str, str], *args: str) -> None:
 def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Prefect server of its own (own PREFECT_HOME and database) and a process worker."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,

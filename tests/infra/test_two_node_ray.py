@@ -21,7 +21,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from flows.local_serve import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -49,19 +50,13 @@ SLOW_START = {"RAY_DASHBOARD_STARTUP_TIMEOUT_S": "600",
 AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _node_ports() -> list[str]:
     """Every port a node opens, chosen free now; worker ports from a random block of 200."""
     base = random.Random(os.getpid() + time.time_ns()).randrange(20_000, 29_000, 200)
     flags = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
              "--runtime-env-agent-port")  # fmt: skip
-    ports = [f"{flag}={_free_port()}" for flag in flags]
+    ports = [f"{flag}={free_port()}" for flag in flags]
     return [*ports, f"--min-worker-port={base}", f"--max-worker-port={base + 199}"]
 
 
@@ -84,8 +79,8 @@ class Cluster:
     """Our own head + worker node; `stop` kills only processes that carry our temp dir."""
 
     temp_dir: str
-    gcs_port: int = field(default_factory=_free_port)
-    dashboard_port: int = field(default_factory=_free_port)
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
     worker_manager_port: int = 0
     seen: set[str] = field(default_factory=set)  # node ids already started
 
@@ -122,11 +117,11 @@ class Cluster:
     def start_head(self, attempts: int = 3) -> None:
         """Start the head; on a loaded machine its raylet may die starting: retry afresh."""
         for attempt in range(attempts):
-            self.gcs_port, self.dashboard_port = _free_port(), _free_port()
+            self.gcs_port, self.dashboard_port = free_port(), free_port()
             self._ray_start("--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
                             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                             f"--dashboard-port={self.dashboard_port}",
-                            f"--ray-client-server-port={_free_port()}", *_node_ports())  # fmt: skip
+                            f"--ray-client-server-port={free_port()}", *_node_ports())  # fmt: skip
             try:
                 self.wait_for_new_node(head=True, timeout=240.0)
                 return

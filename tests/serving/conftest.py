@@ -6,7 +6,6 @@ shared 2-CPU Ray cluster gets its CPUs back for the other areas' tests.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+from flows.local_serve import free_port
 from modeling.ac_predictor import ACPredictor, ac_tiny
 from modeling.encoder import VisionEncoder, tiny
 from modeling.world_model import WorldModel, WorldModelSpec, save_world_model
@@ -50,12 +50,6 @@ def cart_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second bundle with another embodiment: 3-D actions and states."""
     model = tiny_world_model(action_dim=3, state_dim=3, seed=1)
     return save_world_model(tmp_path_factory.mktemp("cart"), model)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,16 +10,11 @@ import pytest
 from pydantic import SecretStr
 
 from flows.cli import main
+from flows.local_serve import free_port
 from serving.client import wait_healthy
 from tasks.training.posttrain import PosttrainJob
 
 TOKEN = "planning-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture()
@@ -44,7 +38,7 @@ def planner_url(
         embedder=small,
         ingress=Replicas(num_replicas=1, num_cpus=0.05, max_ongoing_requests=64),
     )
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
