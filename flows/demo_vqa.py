@@ -65,6 +65,9 @@ class DemoVQASummary(JobSummary):
     http_serve_seconds: float = 0.0  # starting the application with the VQA deployment
     http_request_ms: float = 0.0  # the client's round trip
     http_server_ms: float = 0.0  # the ingress's own time for it
+    # the aligned model per type on the seen phrasings and on the held-out one (older: empty)
+    seen_phrasing_per_type: dict[str, float] = dataclasses.field(default_factory=dict)
+    heldout_phrasing_per_type: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def job_name(cls) -> str:
@@ -204,6 +207,8 @@ def run_vqa(
         http_serve_seconds=http.serve_seconds,
         http_request_ms=http.request_ms,
         http_server_ms=http.server_ms,
+        seen_phrasing_per_type=seen.seen_phrasing_per_type,
+        heldout_phrasing_per_type=seen.heldout_phrasing_per_type,
     )
 
 

@@ -158,6 +158,12 @@ def _sections(stages: DemoStages) -> list[str]:
     ]
 
 
+VQA_COLUMNS = (
+    "type", "questions", "clips", "aligned", "blind", "majority", "needs", "check",
+    "seen phrasings", "held-out phrasing",
+)  # fmt: skip
+
+
 def _vqa_section(vqa: DemoVQASummary | None) -> list[str]:
     """Held-out VQA accuracy per question type: aligned vs blind vs majority, passed or not."""
     if vqa is None:
@@ -172,21 +178,24 @@ def _vqa_section(vqa: DemoVQASummary | None) -> list[str]:
             vqa.majority_per_type[kind],
             round(vqa.baseline(kind) + vqa.margin(kind), 3),
             "passed" if vqa.passed(kind) else "FAILED",
+            vqa.seen_phrasing_per_type.get(kind, ""),
+            vqa.heldout_phrasing_per_type.get(kind, ""),
         )
         for kind in sorted(vqa.per_type)
     ]
     total = sum(vqa.questions_per_type.values())
     overall = (vqa.accuracy, vqa.blind_accuracy, vqa.majority_accuracy)
-    rows.append(("all", total, "", *overall, "", ""))
+    rows.append(("all", total, "", *overall, "", "", "", ""))
     return [
         "## Video question answering (held-out videos, exact match)\n\n"
         "A tiny LM aligned with the pretrained encoder, the same model trained blind (visual "
         "tokens removed), and the majority training answer. A type passes when the aligned "
         "accuracy is above 'needs': the better baseline plus two binomial standard errors of "
-        "it over the type's held-out clips (a video's phrasings are not independent trials).\n\n"
-        + _table(
-            ("type", "questions", "clips", "aligned", "blind", "majority", "needs", "check"), rows
-        )
+        "it over the type's held-out clips (a video's phrasings are not independent trials). "
+        "The last two columns split the aligned accuracy: the phrasings training asked, and "
+        "the held-out phrasing, which only held-out videos are asked (reading the video vs "
+        "carrying the question over to new wording).\n\n"
+        + _table(VQA_COLUMNS, rows)
         + _vqa_http_line(vqa)
     ]
 

@@ -68,6 +68,8 @@ def accuracy_rows(summary: VQAEvalSummary) -> list[dict[str, object]]:
             "questions": summary.questions_per_type[kind],
             "accuracy": round(accuracy, 3),
             "majority": round(summary.majority_per_type[kind], 3),
+            "seen phrasings": _rounded(summary.seen_phrasing_per_type.get(kind)),
+            "held-out phrasing": _rounded(summary.heldout_phrasing_per_type.get(kind)),
         }
         for kind, accuracy in sorted(summary.per_type.items())
     ]
@@ -77,9 +79,15 @@ def accuracy_rows(summary: VQAEvalSummary) -> list[dict[str, object]]:
             "questions": summary.num_questions,
             "accuracy": round(summary.accuracy, 3),
             "majority": round(summary.majority_accuracy, 3),
+            "seen phrasings": "",
+            "held-out phrasing": _rounded(summary.heldout_phrasing_accuracy),
         }
     )
     return rows
+
+
+def _rounded(value: float | None) -> float | str:
+    return "" if value is None else round(value, 3)
 
 
 @flow(name="eval-vqa")

@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
     for kind, accuracy in sorted(summary.per_type.items()):
-        print(f"{kind:>10}: {accuracy:.3f} (majority {summary.majority_per_type[kind]:.3f})")
+        line = f"{kind:>10}: {accuracy:.3f} (majority {summary.majority_per_type[kind]:.3f}"
+        if kind in summary.heldout_phrasing_per_type:
+            line += (
+                f"; seen phrasings {summary.seen_phrasing_per_type[kind]:.3f}, "
+                f"held-out phrasing {summary.heldout_phrasing_per_type[kind]:.3f}"
+            )
+        print(line + ")")
     print(
         f"eval-vqa: {summary.accuracy:.3f} on {summary.num_questions} held-out questions "
         f"(majority answer {summary.majority_accuracy:.3f})"

@@ -111,6 +111,22 @@ def _mean(flags: list[bool]) -> float:
     return float(sum(flags) / len(flags)) if flags else 0.0
 
 
+def accuracy_by_phrasing(
+    asked: Sequence[QAItem], right: Sequence[bool]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per type, accuracy on the seen phrasings and on the held-out phrasing (types that
+    have one): a model that reads the video but not a new wording scores high on the first
+    and low on the second."""
+    seen: dict[str, list[bool]] = {}
+    held: dict[str, list[bool]] = {}
+    for item, ok in zip(asked, right, strict=True):
+        (held if item.heldout_phrasing else seen).setdefault(item.type, []).append(ok)
+    return (
+        {kind: _mean(flags) for kind, flags in sorted(seen.items())},
+        {kind: _mean(flags) for kind, flags in sorted(held.items())},
+    )
+
+
 def evaluate_vqa(config: EvalVQAConfig) -> VQAEvalSummary:
     """Load the model, encode the held-out clips once, answer and score every test row."""
     from tasks.clips import read_clips
@@ -139,6 +155,7 @@ def evaluate_vqa(config: EvalVQAConfig) -> VQAEvalSummary:
     kinds = sorted({item.type for item in asked})
     by_type = {k: [i for i, item in enumerate(asked) if item.type == k] for k in kinds}
     held = [r for r, item in zip(right, asked, strict=True) if item.heldout_phrasing]
+    seen_phrasing, heldout_phrasing = accuracy_by_phrasing(asked, right)
     return VQAEvalSummary(
         model=config.model,
         accuracy=_mean(right),
@@ -155,4 +172,6 @@ def evaluate_vqa(config: EvalVQAConfig) -> VQAEvalSummary:
         blind=vqa.model.blind,
         seconds=time.monotonic() - started,
         clips_per_type={k: len({pairs[i][1] for i in rows}) for k, rows in by_type.items()},
+        seen_phrasing_per_type=seen_phrasing,
+        heldout_phrasing_per_type=heldout_phrasing,
     )

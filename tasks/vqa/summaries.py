@@ -45,6 +45,10 @@ class VQAEvalSummary(JobSummary):
     # distinct held-out clips behind each type's questions: the phrasings of one video are not
     # independent trials, so a significance margin counts clips (older summaries: empty)
     clips_per_type: dict[str, int] = dataclasses.field(default_factory=dict)
+    # per type, accuracy on the phrasings training asked and on the held-out phrasing alone
+    # (types without a held-out phrasing are absent from the second; older summaries: empty)
+    seen_phrasing_per_type: dict[str, float] = dataclasses.field(default_factory=dict)
+    heldout_phrasing_per_type: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def job_name(cls) -> str:

@@ -130,15 +130,21 @@ def test_report_shows_vqa_per_type_against_blind_and_majority(tmp_path: Path) ->
         blind_accuracy=0.27, majority_accuracy=0.39, seconds=1.0,
         clips_per_type={"colour": 108, "speed": 108}, http_question="What colour is it?",
         http_expected="red", http_answer="red", http_serve_seconds=9.5, http_request_ms=41.2,
-        http_server_ms=30.0,
+        http_server_ms=30.0, seen_phrasing_per_type={"colour": 1.0, "speed": 0.4667},
+        heldout_phrasing_per_type={"colour": 1.0, "speed": 0.2},
     )  # fmt: skip
     assert vqa.passed("colour") and not vqa.passed("speed")
     assert DemoVQASummary.from_dict(vqa.as_dict()) == vqa  # stage reuse reads it back
     stages = dataclasses.replace(_stages(tmp_path, _posttrain()), vqa=vqa)
     text = Path(write_report(str(tmp_path / "v"), stages)).read_text()
     assert "## Video question answering" in text
-    assert "| colour | 432 | 108 | 1 | 0.19 | 0.32 | 0.41 | passed |" in text
-    assert "| speed | 432 | 108 | 0.35 | 0.35 | 0.47 | 0.566 | FAILED |" in text
+    assert "| colour | 432 | 108 | 1 | 0.19 | 0.32 | 0.41 | passed | 1 | 1 |" in text
+    assert "| speed | 432 | 108 | 0.35 | 0.35 | 0.47 | 0.566 | FAILED | 0.4667 | 0.2 |" in text
+    # a summary from before the split by phrasing leaves those cells empty
+    older = dataclasses.replace(vqa, seen_phrasing_per_type={}, heldout_phrasing_per_type={})
+    stages_older = dataclasses.replace(stages, vqa=older)
+    older_text = Path(write_report(str(tmp_path / "o"), stages_older)).read_text()
+    assert "| colour | 432 | 108 | 1 | 0.19 | 0.32 | 0.41 | passed |  |  |" in older_text
     assert '"What colour is it?" -> "red" (expected "red"); application start 9.5 s' in text
     plain = Path(write_report(str(tmp_path / "p"), _stages(tmp_path, _posttrain()))).read_text()
     assert "Video question answering" not in plain

@@ -40,5 +40,7 @@ def test_align_then_eval_vqa_and_a_mismatched_encoder_exits_2(
         for k in summary["per_type"]
     )
     assert 0.0 <= summary["accuracy"] <= 1.0 and 0.0 <= summary["majority_accuracy"] <= 1.0
+    assert set(summary["seen_phrasing_per_type"]) == set(summary["per_type"])
+    assert set(summary["heldout_phrasing_per_type"]) <= set(summary["per_type"])
     assert main([*evaluate[:-1], "--encoder", "random:tiny:1"]) == 2
     assert "trained for the encoder" in capsys.readouterr().err

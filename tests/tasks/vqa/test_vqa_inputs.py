@@ -212,3 +212,35 @@ def test_the_tokenizer_trains_without_writing_to_the_console(
     assert tokenizer.decode(tokenizer.encode("red disc")) == "red disc"
     captured = capfd.readouterr()  # tokenizers' bars printed bare blank lines into the demo's
     assert captured.out == "" and captured.err == ""
+
+
+def test_accuracy_splits_into_seen_phrasings_and_the_held_out_one() -> None:
+    from tasks.vqa.evaluate import accuracy_by_phrasing
+    from tasks.vqa.qa import QAItem
+
+    def item(kind: str, held: bool) -> QAItem:
+        return QAItem("v.mp4", "q?", "a", kind, split=TEST, heldout_phrasing=held)
+
+    # speed: right on 3 of 4 seen questions, wrong on both held-out ones; colour has none held out
+    asked = [item("speed", False)] * 4 + [item("speed", True)] * 2 + [item("colour", False)] * 2
+    right = [True, True, True, False, False, False, True, False]
+    seen, held = accuracy_by_phrasing(asked, right)
+    assert seen == {"colour": 0.5, "speed": 0.75}
+    assert held == {"speed": 0.0}  # a type without a held-out phrasing is absent, not 0
+
+
+def test_the_accuracy_artifact_shows_both_phrasing_columns() -> None:
+    from flows.vqa import accuracy_rows
+    from tasks.vqa.summaries import VQAEvalSummary
+
+    summary = VQAEvalSummary(
+        model="m", accuracy=0.5, majority_accuracy=0.4, per_type={"speed": 0.5},
+        majority_per_type={"speed": 0.4}, majority_answers={"speed": "slows down"},
+        questions_per_type={"speed": 8}, num_questions=8, heldout_phrasing_accuracy=0.0,
+        confusion={}, blind=False, seconds=1.0, seen_phrasing_per_type={"speed": 0.6667},
+        heldout_phrasing_per_type={"speed": 0.0},
+    )  # fmt: skip
+    speed, overall = accuracy_rows(summary)
+    assert (speed["seen phrasings"], speed["held-out phrasing"]) == (0.667, 0.0)
+    assert (overall["seen phrasings"], overall["held-out phrasing"]) == ("", 0.0)
+    assert VQAEvalSummary.from_dict(summary.as_dict()) == summary
