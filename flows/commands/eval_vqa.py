@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from flows.commands.common import UsageError, emit_json
+
+if TYPE_CHECKING:
+    from tasks.vqa.summaries import VQAEvalSummary
 
 ORDER = 40
 
@@ -29,6 +33,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def type_line(summary: VQAEvalSummary, kind: str) -> str:
+    """One type's console line: accuracy, majority answer, and the split by phrasing."""
+    phrasings = []  # a user's table may ask a type in its held-out phrasing only
+    if kind in summary.seen_phrasing_per_type and kind in summary.heldout_phrasing_per_type:
+        phrasings.append(f"seen phrasings {summary.seen_phrasing_per_type[kind]:.3f}")
+    if kind in summary.heldout_phrasing_per_type:
+        phrasings.append(f"held-out phrasing {summary.heldout_phrasing_per_type[kind]:.3f}")
+    split = f"; {', '.join(phrasings)}" if phrasings else ""
+    accuracy, majority = summary.per_type[kind], summary.majority_per_type[kind]
+    return f"{kind:>10}: {accuracy:.3f} (majority {majority:.3f}{split})"
+
+
 def run(args: argparse.Namespace) -> int:
     from tasks.runtime import local_uri
     from tasks.vqa.evaluate import EvalVQAConfig
@@ -50,14 +66,8 @@ def run(args: argparse.Namespace) -> int:
         summary = eval_vqa_flow(config)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
-    for kind, accuracy in sorted(summary.per_type.items()):
-        line = f"{kind:>10}: {accuracy:.3f} (majority {summary.majority_per_type[kind]:.3f}"
-        if kind in summary.heldout_phrasing_per_type:
-            line += (
-                f"; seen phrasings {summary.seen_phrasing_per_type[kind]:.3f}, "
-                f"held-out phrasing {summary.heldout_phrasing_per_type[kind]:.3f}"
-            )
-        print(line + ")")
+    for kind in sorted(summary.per_type):
+        print(type_line(summary, kind))
     print(
         f"eval-vqa: {summary.accuracy:.3f} on {summary.num_questions} held-out questions "
         f"(majority answer {summary.majority_accuracy:.3f})"

@@ -244,3 +244,26 @@ def test_the_accuracy_artifact_shows_both_phrasing_columns() -> None:
     assert (speed["seen phrasings"], speed["held-out phrasing"]) == (0.667, 0.0)
     assert (overall["seen phrasings"], overall["held-out phrasing"]) == ("", 0.0)
     assert VQAEvalSummary.from_dict(summary.as_dict()) == summary
+
+
+def test_the_console_line_splits_by_phrasing_and_takes_a_type_asked_only_held_out() -> None:
+    from flows.commands.eval_vqa import type_line
+    from tasks.vqa.summaries import VQAEvalSummary
+
+    summary = VQAEvalSummary(
+        model="m", accuracy=0.5, majority_accuracy=0.4, per_type={"speed": 0.5, "odd": 0.25},
+        majority_per_type={"speed": 0.4, "odd": 0.5}, majority_answers={},
+        questions_per_type={"speed": 8, "odd": 4}, num_questions=12,
+        heldout_phrasing_accuracy=0.1, confusion={}, blind=False, seconds=1.0,
+        seen_phrasing_per_type={"speed": 0.6667}, heldout_phrasing_per_type={"speed": 0.0,
+        "odd": 0.25},
+    )  # fmt: skip
+    assert type_line(summary, "speed") == (
+        "     speed: 0.500 (majority 0.400; seen phrasings 0.667, held-out phrasing 0.000)"
+    )
+    # every question of "odd" is in a held-out phrasing: no seen figure, and no KeyError
+    assert (
+        type_line(summary, "odd") == "       odd: 0.250 (majority 0.500; held-out phrasing 0.250)"
+    )
+    older = VQAEvalSummary.from_dict({**summary.as_dict(), "heldout_phrasing_per_type": {}})
+    assert type_line(older, "speed") == "     speed: 0.500 (majority 0.400)"
